@@ -1,0 +1,50 @@
+"""agop: feature learning with the Average Gradient Outer Product.
+
+Kernels with a learned feature matrix M, the AGOP of kernel machines, and (in later
+modules) the Recursive Feature Machine family, written once against the Python Array
+API so they run on NumPy, torch, CuPy and any Array-API library.
+
+``import agop`` needs only NumPy, SciPy, numba and array-api-compat; torch, CuPy and
+numba-cuda are imported only when your data or options need them.
+"""
+
+from ._backends import available_backends
+from ._lib._config import config_context, get_config, set_config
+from ._ops import agop, kernel_matrix, kernel_mv, predictor_grads
+from .autodiff import agop_of, grads_of
+from .kernels import (
+    Gaussian,
+    GeneralizedExponential,
+    Kernel,
+    Laplace,
+    LpqLaplace,
+    ProductLaplace,
+    Quadratic,
+    make_kernel,
+)
+from .solvers import solve_ridge
+
+__version__ = "0.1.0.dev0"
+
+__all__ = [
+    "Gaussian",
+    "GeneralizedExponential",
+    "Kernel",
+    "Laplace",
+    "LpqLaplace",
+    "ProductLaplace",
+    "Quadratic",
+    "__version__",
+    "agop",
+    "agop_of",
+    "available_backends",
+    "config_context",
+    "get_config",
+    "grads_of",
+    "kernel_matrix",
+    "kernel_mv",
+    "make_kernel",
+    "predictor_grads",
+    "set_config",
+    "solve_ridge",
+]

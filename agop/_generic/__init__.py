@@ -1,0 +1,19 @@
+"""Array-API-only implementations (the fallback of every op); each takes a keyword ``xp``."""
+
+from ._kernel_ops import (
+    AGOPAccumulator,
+    agop,
+    kernel_matrix,
+    kernel_mv,
+    pairwise_grads,
+    predictor_grads,
+)
+
+__all__ = [
+    "AGOPAccumulator",
+    "agop",
+    "kernel_matrix",
+    "kernel_mv",
+    "pairwise_grads",
+    "predictor_grads",
+]

@@ -1,0 +1,231 @@
+"""Array-API-only implementations of the kernel ops.
+
+Every function takes the data already mapped by the factor of M (``Xt = X S^T``,
+``Zt = Z S^T``; the delegation layer ``agop._ops`` does the mapping and maps gradients
+and AGOPs back), and a required keyword ``xp``.  They use only Array-API functions, so
+they run unchanged on NumPy, torch (CPU or CUDA), CuPy and array-api-strict arrays.
+
+Reductions walk over row blocks of the evaluation points planned by
+``agop._lib._blocking``; only :func:`kernel_matrix` returns an ``n x m`` array.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .._lib._blocking import BlockPlan, plan_blocks
+from .._lib._compat import dtype_name
+from .._lib._selfpair import self_pair_params
+
+__all__ = [
+    "AGOPAccumulator",
+    "agop",
+    "kernel_matrix",
+    "kernel_mv",
+    "pairwise_grads",
+    "predictor_grads",
+]
+
+
+def _itemsize(xp: Any, dtype: Any) -> int:
+    return 8 if dtype == xp.float64 else 4
+
+
+def _plan(kernel: Any, Xt: Any, Zt: Any, c: int, xp: Any, *, grads: bool) -> BlockPlan:
+    """Row blocks of ``Xt`` so that one block's temporaries fit the working memory."""
+    m, d = Zt.shape
+    if kernel.family == "lp":
+        per_row = (7 if grads else 4) * m * d + 4 * m
+    elif kernel.family == "radial":
+        per_row = (7 if grads else 6) * m
+    else:
+        per_row = 3 * m
+    fixed = 0
+    if grads:
+        per_row += 3 * c * d + c
+        fixed = m * c * d if kernel.family != "lp" else 0
+    size = _itemsize(xp, Xt.dtype)
+    return plan_blocks(Xt.shape[0], per_row * size, fixed * size)
+
+
+class _Blocks:
+    """Per-call constants of the block loop (norms, self-pair rule, weighted centers)."""
+
+    def __init__(self, kernel: Any, Xt: Any, Zt: Any, xp: Any, coef: Any = None) -> None:
+        self.kernel, self.Xt, self.Zt, self.xp = kernel, Xt, Zt, xp
+        self.atol2, self.rho = self_pair_params(dtype_name(xp, Xt.dtype), Zt.shape[1])
+        if kernel.family != "dot":
+            self.nx = xp.sum(Xt * Xt, axis=1)
+            self.nz = self.nx if Zt is Xt else xp.sum(Zt * Zt, axis=1)
+        self.coef = coef
+        self.cz = None
+        if coef is not None and kernel.family != "lp":
+            m, d = Zt.shape
+            c = coef.shape[1]
+            # cz[j, l*d + a] = coef[j, l] * Zt[j, a]: one matmul gives sum_j w_ij coef_jl z_j
+            self.cz = xp.reshape(coef[:, :, None] * Zt[:, None, :], (m, c * d))
+
+    def _far(self, d2: Any, i0: int, i1: int) -> Any:
+        tau2 = self.atol2 + self.rho * (self.nx[i0:i1, None] + self.nz[None, :])
+        return self.xp.logical_not(d2 <= tau2)  # NaN counts as far, so it propagates
+
+    def _radial(self, i0: int, i1: int, want_w: bool) -> tuple[Any, Any]:
+        xp, k = self.xp, self.kernel
+        Xb = self.Xt[i0:i1, :]
+        d2 = self.nx[i0:i1, None] + self.nz[None, :] - 2.0 * (Xb @ self.Zt.T)
+        far = self._far(d2, i0, i1)
+        d2 = xp.where(far, d2, 0.0)
+        K = k._k_from_sq(d2, xp)
+        if not want_w:
+            return K, None
+        W = xp.where(far, k._w_from_sq(xp.where(far, d2, 1.0), K, xp), 0.0)
+        return K, W
+
+    def _lp(self, i0: int, i1: int, want_grad: bool) -> tuple[Any, Any]:
+        xp, k = self.xp, self.kernel
+        p, q, L = k.p, k.q, k.bandwidth
+        D = self.Xt[i0:i1, None, :] - self.Zt[None, :, :]  # (b, m, d)
+        far = self._far(xp.sum(D * D, axis=2), i0, i1)
+        A = xp.abs(D)
+        s = xp.sum(A, axis=2) if p == 1.0 else xp.sum(A**p, axis=2)
+        s = xp.where(far, s, 0.0)
+        K = xp.exp(-(s ** (q / p)) / L**q)
+        if not want_grad:
+            return K, None
+        scale = xp.where(far, (-q / L**q) * K * xp.where(far, s, 1.0) ** ((q - p) / p), 0.0)
+        if p == 1.0:
+            coord = xp.sign(D)
+        else:
+            nz = A > 0
+            coord = xp.where(nz, xp.where(nz, A, 1.0) ** (p - 1.0), 0.0) * xp.sign(D)
+        return K, scale[:, :, None] * coord  # pairwise gradient wrt the transformed x
+
+    def _dot(self, i0: int, i1: int, want_w: bool) -> tuple[Any, Any]:
+        xp, k = self.xp, self.kernel
+        T = self.Xt[i0:i1, :] @ self.Zt.T
+        return k._k_from_dot(T, xp), (k._dk_from_dot(T, xp) if want_w else None)
+
+    def values(self, i0: int, i1: int) -> Any:
+        """Kernel block ``K[i0:i1, :]``."""
+        fam = self.kernel.family
+        if fam == "radial":
+            return self._radial(i0, i1, False)[0]
+        if fam == "lp":
+            return self._lp(i0, i1, False)[0]
+        return self._dot(i0, i1, False)[0]
+
+    def grads(self, i0: int, i1: int) -> Any:
+        """Transformed-space predictor gradients for rows ``i0:i1``: ``(b, c, d)``."""
+        xp, fam = self.xp, self.kernel.family
+        b, d, c = i1 - i0, self.Zt.shape[1], self.coef.shape[1]
+        if fam == "lp":
+            P = self._lp(i0, i1, True)[1]  # (b, m, d)
+            return xp.permute_dims(xp.matmul(xp.permute_dims(P, (0, 2, 1)), self.coef), (0, 2, 1))
+        if fam == "radial":
+            W = self._radial(i0, i1, True)[1]
+            # grad = sum_j w_ij coef_jl (x_i - z_j)
+            first = (W @ self.coef)[:, :, None] * self.Xt[i0:i1, None, :]
+            return first - xp.reshape(W @ self.cz, (b, c, d))
+        W = self._dot(i0, i1, True)[1]  # grad = sum_j k'(x_i.z_j) coef_jl z_j
+        return xp.reshape(W @ self.cz, (b, c, d))
+
+    def pairwise(self, i0: int, i1: int) -> Any:
+        """Pairwise transformed-space gradients ``grad_x k(x_i, z_j)``: ``(b, m, d)``."""
+        fam = self.kernel.family
+        if fam == "lp":
+            return self._lp(i0, i1, True)[1]
+        if fam == "radial":
+            W = self._radial(i0, i1, True)[1]
+            return W[:, :, None] * (self.Xt[i0:i1, None, :] - self.Zt[None, :, :])
+        W = self._dot(i0, i1, True)[1]
+        return W[:, :, None] * self.Zt[None, :, :]
+
+
+def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
+    """``K[i, j] = k(Xt[i], Zt[j])`` (the one op that returns an ``n x m`` array)."""
+    blocks = _Blocks(kernel, Xt, Zt, xp)
+    plan = _plan(kernel, Xt, Zt, 0, xp, grads=False)
+    parts = [blocks.values(i0, i1) for i0, i1 in plan]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def kernel_mv(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
+    """``K(Xt, Zt) @ coef`` without materializing more than one planned block of K."""
+    blocks = _Blocks(kernel, Xt, Zt, xp)
+    plan = _plan(kernel, Xt, Zt, coef.shape[1], xp, grads=False)
+    parts = [blocks.values(i0, i1) @ coef for i0, i1 in plan]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def predictor_grads(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
+    """Gradients of ``f(x) = sum_j coef_j k(x, z_j)`` at each row of ``Xt``: ``(n, c, d)``."""
+    blocks = _Blocks(kernel, Xt, Zt, xp, coef)
+    plan = _plan(kernel, Xt, Zt, coef.shape[1], xp, grads=True)
+    parts = [blocks.grads(i0, i1) for i0, i1 in plan]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+def pairwise_grads(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
+    """``G[i, j] = grad_x k(x, z_j)`` at ``x = Xt[i]`` (``(n, m, d)``, transformed space)."""
+    blocks = _Blocks(kernel, Xt, Zt, xp)
+    plan = _plan(kernel, Xt, Zt, Zt.shape[1], xp, grads=False)
+    parts = [blocks.pairwise(i0, i1) for i0, i1 in plan]
+    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+
+
+class AGOPAccumulator:
+    """Running sums that turn blocks of gradients ``(b, c, d)`` into the AGOP.
+
+    ``finish()`` returns ``(1/m) sum_{i,l} g_il g_il^T`` (``m`` = rows seen), minus the
+    centering term: ``"per_output"`` subtracts ``sum_l mu_l mu_l^T`` with ``mu_l`` the mean
+    gradient of output ``l``; ``"pooled"`` subtracts ``c mu mu^T`` with ``mu`` the mean over
+    all (point, output) rows, so each variant equals the mean outer product of the
+    centered gradients.  With ``diag=True`` only the diagonal is accumulated.
+    """
+
+    def __init__(self, *, centering: str | None, diag: bool, xp: Any) -> None:
+        self.centering, self.diag, self.xp = centering, diag, xp
+        self.sum_outer = None
+        self.sum_grad = None
+        self.m = 0
+        self.c = 0
+
+    def add(self, G: Any) -> None:
+        xp = self.xp
+        b, c, d = G.shape
+        if self.diag:
+            outer = xp.sum(G * G, axis=(0, 1))
+        else:
+            Gf = xp.reshape(G, (b * c, d))
+            outer = Gf.T @ Gf
+        self.sum_outer = outer if self.sum_outer is None else self.sum_outer + outer
+        if self.centering is not None:
+            s = xp.sum(G, axis=0)
+            self.sum_grad = s if self.sum_grad is None else self.sum_grad + s
+        self.m += b
+        self.c = c
+
+    def finish(self) -> Any:
+        xp, m = self.xp, float(self.m)
+        A = self.sum_outer / m
+        if self.centering == "per_output":
+            mu = self.sum_grad / m  # (c, d)
+            A = A - (xp.sum(mu * mu, axis=0) if self.diag else mu.T @ mu)
+        elif self.centering == "pooled":
+            mu = xp.sum(self.sum_grad, axis=0) / (m * self.c)  # (d,)
+            A = A - float(self.c) * (mu * mu if self.diag else mu[:, None] * mu[None, :])
+        if not self.diag:
+            A = (A + A.T) / 2.0
+        return A
+
+
+def agop(
+    kernel: Any, Xt: Any, Zt: Any, coef: Any, *, centering: str | None, diag: bool, xp: Any
+) -> Any:
+    """AGOP of ``f(x) = sum_j coef_j k(x, z_j)`` over the rows of ``Xt`` (transformed space)."""
+    blocks = _Blocks(kernel, Xt, Zt, xp, coef)
+    plan = _plan(kernel, Xt, Zt, coef.shape[1], xp, grads=True)
+    acc = AGOPAccumulator(centering=centering, diag=diag, xp=xp)
+    for i0, i1 in plan:
+        acc.add(blocks.grads(i0, i1))
+    return acc.finish()

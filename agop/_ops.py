@@ -1,0 +1,330 @@
+"""The public ops: kernel matrices, kernel-vector products, predictor gradients, AGOP.
+
+This is the delegation layer.  Each op validates its inputs, finds their array
+namespace, maps the data by the factor ``S`` of ``M`` (``S^T S = M``), asks the backend
+registry for an implementation and maps the result back.  Results come back in the
+namespace, dtype and device of the input.
+
+Notation: evaluation points ``X`` (``m x d`` for gradients, ``n x d`` for kernels),
+centers ``Z``/``centers`` (``n x d``), coefficients ``coef`` (``n x c``), the predictor
+``f(x) = sum_j coef_j k_M(x, z_j)`` in ``R^c``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from . import _backends
+from ._backends import DispatchContext
+from ._lib._compat import array_device, dtype_name, finfo_eps, namespace_name
+from ._lib._validation import as_float_array, check_finite, namespace_of, validate_M
+from .kernels import Kernel
+
+__all__ = ["agop", "kernel_matrix", "kernel_mv", "pairwise_grads", "predictor_grads"]
+
+_CENTERINGS = (None, "per_output", "pooled")
+
+
+@dataclass
+class _Inputs:
+    """Validated inputs of one op call, with the data mapped by the factor of M."""
+
+    xp: Any
+    device: Any
+    dtype: Any
+    metric: str  # 'identity' | 'diag' | 'full'
+    S: Any  # symmetric factor (full M) or sqrt(m) (diagonal M) or None
+    Xt: Any
+    Zt: Any
+    coef: Any
+    coef_1d: bool
+
+    def context(self, op: str, kernel: Kernel) -> DispatchContext:
+        return DispatchContext(
+            op=op,
+            namespace=namespace_name(self.xp),
+            device=self.device,
+            dtype=dtype_name(self.xp, self.dtype),
+            kernel=kernel,
+            metric=self.metric,
+            xp=self.xp,
+        )
+
+    def grads_back(self, G: Any) -> Any:
+        """Map transformed-space gradients back: ``g = S^T g~`` (row form ``g~ S``)."""
+        if self.metric == "identity":
+            return G
+        if self.metric == "diag":
+            return G * self.S
+        return G @ self.S
+
+    def agop_back(self, A: Any, diag: bool) -> Any:
+        """Map a transformed-space AGOP back: ``S^T A S`` (or its diagonal)."""
+        xp, S = self.xp, self.S
+        if self.metric == "identity":
+            return A
+        if self.metric == "diag":
+            return A * (S * S) if diag else A * (S[:, None] * S[None, :])
+        if diag:  # diag(S A S) with S symmetric
+            return xp.sum(S * (A @ S), axis=0)
+        B = S @ A @ S
+        return (B + B.T) / 2.0
+
+
+def _check_kernel(kernel: Any) -> Kernel:
+    if not isinstance(kernel, Kernel):
+        raise TypeError(
+            "kernel must be an agop kernel object such as agop.Laplace(bandwidth=10.0) "
+            f"(see agop.kernels.make_kernel for names), got {type(kernel).__name__}"
+        )
+    return kernel
+
+
+def _prepare(
+    X: Any, Z: Any, coef: Any = None, M: Any = None, *, names: tuple[str, str] = ("X", "Z")
+) -> _Inputs:
+    xp = namespace_of(X, Z, coef, M)
+    same = Z is X
+    X = as_float_array(X, names[0], xp)
+    Z = X if same else as_float_array(Z, names[1], xp)
+    coef_1d = False
+    if coef is not None:
+        coef = as_float_array(coef, "coef", xp, ndim=(1, 2))
+        coef_1d = coef.ndim == 1
+        if coef_1d:
+            coef = xp.reshape(coef, (coef.shape[0], 1))
+    device = array_device(X)
+    named = [(names[1], Z), ("coef", coef)]
+    for name, a in named + [("M", M if M is not None and hasattr(M, "shape") else None)]:
+        if a is not None and array_device(a) != device:
+            raise ValueError(
+                f"{name} is on device {array_device(a)} but {names[0]} is on {device}; "
+                "move them to one device first"
+            )
+    if Z.shape[1] != X.shape[1]:
+        raise ValueError(
+            f"{names[0]} has {X.shape[1]} features but {names[1]} has {Z.shape[1]}; "
+            "they must have the same number of columns"
+        )
+    if coef is not None and coef.shape[0] != Z.shape[0]:
+        raise ValueError(
+            f"coef has {coef.shape[0]} rows but {names[1]} has {Z.shape[0]}; coef must have "
+            f"one row per row of {names[1]}"
+        )
+    dtype = xp.result_type(*(a for a in (X, Z, coef) if a is not None))
+    X = xp.astype(X, dtype, copy=False)
+    Z = X if same else xp.astype(Z, dtype, copy=False)
+    check_finite(X, names[0], xp)
+    if not same:
+        check_finite(Z, names[1], xp)
+    if coef is not None:
+        coef = xp.astype(coef, dtype, copy=False)
+        check_finite(coef, "coef", xp)
+    metric, Mv, eig = validate_M(M, X.shape[1], xp, dtype)
+    if metric == "identity":
+        S, Xt, Zt = None, X, Z
+    elif metric == "diag":
+        S = xp.sqrt(Mv)
+        Xt = X * S
+        Zt = Xt if same else Z * S
+    else:
+        evals, evecs = eig
+        # eigenvalues below the numerical rank threshold are round-off of zero: the
+        # square root would amplify them (sqrt(1e-17) = 3e-9), so they become 0
+        cut = 10.0 * X.shape[1] * finfo_eps(xp, dtype) * float(xp.max(xp.abs(evals)))
+        root = xp.sqrt(xp.where(evals > cut, evals, 0.0))
+        S = (evecs * root[None, :]) @ evecs.T
+        S = (S + S.T) / 2.0
+        Xt = X @ S
+        Zt = Xt if same else Z @ S
+    return _Inputs(xp, device, dtype, metric, S, Xt, Zt, coef, coef_1d)
+
+
+def _run(op: str, kernel: Kernel, inp: _Inputs, backend: str, *args: Any, **kwargs: Any) -> Any:
+    impl = _backends.select(op, inp.context(op, kernel), backend)
+    return impl.func(kernel, inp.Xt, inp.Zt, *args, xp=inp.xp, **kwargs)
+
+
+def kernel_matrix(kernel: Kernel, X: Any, Z: Any, M: Any = None, *, backend: str = "auto") -> Any:
+    """Kernel matrix ``K[i, j] = k_M(X[i], Z[j])``.
+
+    Parameters
+    ----------
+    kernel : agop.kernels.Kernel
+        The kernel, e.g. ``agop.Laplace(bandwidth=10.0)``.
+    X : array, shape (n, d)
+    Z : array, shape (m, d)
+    M : None, array of shape (d, d) or (d,)
+        Feature matrix: ``None`` for the identity, a symmetric PSD matrix, or a
+        non-negative vector meaning ``diag(M)``.
+    backend : {"auto", "generic", ...}
+        Force an implementation (see ``agop.available_backends()``).
+
+    Returns
+    -------
+    K : array, shape (n, m)
+        In the namespace, dtype and device of ``X``.  This is the one op that
+        materializes an ``n x m`` array; use :func:`kernel_mv` for products.
+
+    Notes
+    -----
+    ``k_M(x, z) = k_I(S x, S z)`` for ``S^T S = M`` (SPEC Part A identities); pairs
+    closer than round-off count as coincident and get ``k = kappa(0)``.
+
+    Examples
+    --------
+    >>> import numpy as np, agop
+    >>> X = np.random.default_rng(0).normal(size=(5, 3))
+    >>> K = agop.kernel_matrix(agop.Gaussian(2.0), X, X)
+    >>> bool(np.allclose(K, K.T)) and bool(np.allclose(np.diag(K), 1.0))
+    True
+    """
+    kernel = _check_kernel(kernel)
+    inp = _prepare(X, Z, M=M)
+    return _run("kernel_matrix", kernel, inp, backend)
+
+
+def kernel_mv(
+    kernel: Kernel, X: Any, Z: Any, coef: Any, M: Any = None, *, backend: str = "auto"
+) -> Any:
+    """Kernel-matrix product ``K_M(X, Z) @ coef``, computed in row blocks.
+
+    Parameters
+    ----------
+    kernel : agop.kernels.Kernel
+    X : array, shape (n, d)
+        Evaluation points.
+    Z : array, shape (m, d)
+        Centers.
+    coef : array, shape (m, c) or (m,)
+    M : None, array of shape (d, d) or (d,)
+    backend : str
+
+    Returns
+    -------
+    array, shape (n, c), or (n,) when ``coef`` is 1-D
+        The predictions ``f(X[i]) = sum_j coef_j k_M(X[i], Z[j])``.  No more than one
+        planned block of K (``agop.config_context(working_memory_mb=...)``) exists at a
+        time.
+
+    Examples
+    --------
+    >>> import numpy as np, agop
+    >>> rng = np.random.default_rng(0)
+    >>> X, Z, a = rng.normal(size=(6, 2)), rng.normal(size=(4, 2)), rng.normal(size=4)
+    >>> k = agop.Laplace(1.5)
+    >>> bool(np.allclose(agop.kernel_mv(k, X, Z, a), agop.kernel_matrix(k, X, Z) @ a))
+    True
+    """
+    kernel = _check_kernel(kernel)
+    inp = _prepare(X, Z, coef, M)
+    out = _run("kernel_mv", kernel, inp, backend, inp.coef)
+    return out[:, 0] if inp.coef_1d else out
+
+
+def predictor_grads(
+    kernel: Kernel, X: Any, centers: Any, coef: Any, M: Any = None, *, backend: str = "auto"
+) -> Any:
+    """Input gradients of the kernel machine ``f(x) = sum_j coef_j k_M(x, centers_j)``.
+
+    Parameters
+    ----------
+    kernel : agop.kernels.Kernel
+    X : array, shape (m, d)
+        Points where the gradient is taken.
+    centers : array, shape (n, d)
+    coef : array, shape (n, c) or (n,)
+    M : None, array of shape (d, d) or (d,)
+    backend : str
+
+    Returns
+    -------
+    G : array, shape (m, c, d), or (m, d) when ``coef`` is 1-D
+        ``G[i, l] = grad f_l(X[i])``.  A center coinciding with ``X[i]`` (the self-pair
+        rule, SPEC Part A #10) contributes nothing.
+
+    Notes
+    -----
+    For radial kernels ``grad_x k_M(x, z) = (kappa'(r) / r) M (x - z)``, so
+    ``grad f_l(x) = M sum_j coef_jl w(x, z_j) (x - z_j)`` (SPEC §2.2).
+    """
+    kernel = _check_kernel(kernel)
+    inp = _prepare(X, centers, coef, M, names=("X", "centers"))
+    G = inp.grads_back(_run("predictor_grads", kernel, inp, backend, inp.coef))
+    return G[:, 0, :] if inp.coef_1d else G
+
+
+def agop(
+    kernel: Kernel,
+    X: Any,
+    centers: Any,
+    coef: Any,
+    M: Any = None,
+    *,
+    centering: str | None = None,
+    diag: bool = False,
+    backend: str = "auto",
+) -> Any:
+    """Average gradient outer product of a kernel machine.
+
+    ``AGOP = (1/m) sum_i sum_l grad f_l(X[i]) grad f_l(X[i])^T`` for
+    ``f(x) = sum_j coef_j k_M(x, centers_j)``.
+
+    Parameters
+    ----------
+    kernel : agop.kernels.Kernel
+    X : array, shape (m, d)
+        Evaluation points (usually the training inputs).
+    centers : array, shape (n, d)
+    coef : array, shape (n, c) or (n,)
+    M : None, array of shape (d, d) or (d,)
+    centering : {None, "per_output", "pooled"}
+        Subtract the mean gradient before the outer product (SPEC Part A #4):
+        per output ``l`` (the rfm/grokking convention) or over all (point, output)
+        rows (xRFM's ``center_grads``).  The result is then
+        ``(1/m) sum_{i,l} (g_il - mu)(g_il - mu)^T``.
+    diag : bool
+        Return only the diagonal (``(d,)``), the update of diagonal RFM.
+    backend : str
+
+    Returns
+    -------
+    array, shape (d, d), or (d,) with ``diag=True``
+        Symmetric PSD (up to round-off), in the namespace, dtype and device of ``X``.
+        Computed in row blocks of ``X``; the ``(m, c, d)`` gradient tensor is never
+        held whole.
+
+    Examples
+    --------
+    >>> import numpy as np, agop
+    >>> rng = np.random.default_rng(0)
+    >>> X, a = rng.normal(size=(20, 3)), rng.normal(size=(20, 2))
+    >>> k = agop.Laplace(2.0)
+    >>> G = agop.predictor_grads(k, X, X, a)
+    >>> A = agop.agop(k, X, X, a)
+    >>> bool(np.allclose(A, np.einsum("icd,icD->dD", G, G) / 20))
+    True
+    """
+    kernel = _check_kernel(kernel)
+    if centering not in _CENTERINGS:
+        raise ValueError(f"centering must be one of {_CENTERINGS}, got {centering!r}")
+    if not isinstance(diag, bool):
+        raise TypeError(f"diag must be a bool, got {type(diag).__name__}")
+    inp = _prepare(X, centers, coef, M, names=("X", "centers"))
+    diag_inside = diag and inp.metric != "full"
+    A = _run("agop", kernel, inp, backend, inp.coef, centering=centering, diag=diag_inside)
+    return inp.agop_back(A, diag)
+
+
+def pairwise_grads(kernel: Kernel, X: Any, Z: Any, M: Any = None) -> Any:
+    """``G[i, j] = grad_x k_M(x, Z[j])`` at ``x = X[i]``, shape ``(n, m, d)``.
+
+    Materializes ``n * m * d`` numbers; meant for checks and small problems (it is
+    :meth:`agop.kernels.Kernel.gradient`).
+    """
+    from . import _generic
+
+    kernel = _check_kernel(kernel)
+    inp = _prepare(X, Z, M=M)
+    return inp.grads_back(_generic.pairwise_grads(kernel, inp.Xt, inp.Zt, xp=inp.xp))
