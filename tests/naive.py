@@ -1,0 +1,145 @@
+"""Slow, obviously correct reference loops (float64 NumPy, one pair at a time).
+
+Written from the formulas of SPEC §1-2 with M used directly (no factor), so they share
+no code with the library beyond the constants of the self-pair rule.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from agop._lib._selfpair import self_pair_params
+from agop.kernels import (
+    Gaussian,
+    GeneralizedExponential,
+    Laplace,
+    LpqLaplace,
+    ProductLaplace,
+    Quadratic,
+)
+
+
+def full_M(M, d):
+    """M as a d x d matrix (None -> identity, vector -> diagonal)."""
+    if M is None:
+        return np.eye(d)
+    M = np.asarray(M, dtype=float)
+    return np.diag(M) if M.ndim == 1 else M
+
+
+def psd_sqrt(M):
+    """Symmetric square root of a PSD matrix through its SVD (M = U S U^T).
+
+    Singular values below the numerical rank threshold count as zero (the square root
+    is not Lipschitz at 0: a round-off eigenvalue of 1e-17 would add 3e-9)."""
+    U, s, _ = np.linalg.svd(M)
+    s = np.where(s > 10 * len(s) * np.finfo(float).eps * s.max(), s, 0.0)
+    return (U * np.sqrt(s)) @ U.T
+
+
+def coincident(x, z, M, dtype="float64"):
+    atol2, rho = self_pair_params(dtype, len(x))
+    diff = x - z
+    return diff @ M @ diff <= atol2 + rho * (x @ M @ x + z @ M @ z)
+
+
+def _pq(kernel):
+    if isinstance(kernel, ProductLaplace):
+        return kernel.exponent, kernel.exponent
+    return kernel.norm_p, kernel.exponent
+
+
+def kernel_value(kernel, x, z, M):
+    """k_M(x, z) for one pair."""
+    if isinstance(kernel, Quadratic):
+        return float(x @ M @ z) ** 2
+    if coincident(x, z, M):
+        return 1.0
+    L = kernel.bandwidth
+    if isinstance(kernel, LpqLaplace | ProductLaplace):
+        p, q = _pq(kernel)
+        delta = psd_sqrt(M) @ (x - z)
+        norm = np.sum(np.abs(delta) ** p) ** (1.0 / p)
+        return math.exp(-((norm / L) ** q))
+    r = math.sqrt(max((x - z) @ M @ (x - z), 0.0))
+    if isinstance(kernel, Laplace):
+        return math.exp(-r / L)
+    if isinstance(kernel, Gaussian):
+        return math.exp(-(r**2) / (2 * L**2))
+    if isinstance(kernel, GeneralizedExponential):
+        return math.exp(-((r / L) ** kernel.exponent))
+    raise TypeError(kernel)
+
+
+def kernel_grad(kernel, x, z, M):
+    """grad_x k_M(x, z) for one pair (zero for coincident pairs)."""
+    if isinstance(kernel, Quadratic):
+        return 2.0 * float(x @ M @ z) * (M @ z)
+    if coincident(x, z, M):
+        return np.zeros_like(x)
+    k = kernel_value(kernel, x, z, M)
+    L = kernel.bandwidth
+    if isinstance(kernel, LpqLaplace | ProductLaplace):
+        p, q = _pq(kernel)
+        S = psd_sqrt(M)
+        delta = S @ (x - z)
+        a = np.abs(delta)
+        norm = np.sum(a**p) ** (1.0 / p)
+        coord = np.zeros_like(delta)
+        nz = a > 0
+        coord[nz] = a[nz] ** (p - 1) * np.sign(delta[nz])
+        g_t = -(q / L**q) * k * norm ** (q - p) * coord
+        return S @ g_t
+    r = math.sqrt((x - z) @ M @ (x - z))
+    if isinstance(kernel, Laplace):
+        w = -k / (L * r)
+    elif isinstance(kernel, Gaussian):
+        w = -k / L**2
+    elif isinstance(kernel, GeneralizedExponential):
+        qq = kernel.exponent
+        w = -(qq / L**qq) * r ** (qq - 2) * k
+    else:
+        raise TypeError(kernel)
+    return w * (M @ (x - z))
+
+
+def kernel_matrix(kernel, X, Z, M=None):
+    X, Z = np.asarray(X, float), np.asarray(Z, float)
+    Mf = full_M(M, X.shape[1])
+    return np.array([[kernel_value(kernel, x, z, Mf) for z in Z] for x in X])
+
+
+def predictor_grads(kernel, X, Z, coef, M=None):
+    """(m, c, d): grad f_l(X[i]) = sum_j coef[j, l] grad_x k(X[i], Z[j])."""
+    X, Z = np.asarray(X, float), np.asarray(Z, float)
+    coef = np.asarray(coef, float).reshape(len(Z), -1)
+    Mf = full_M(M, X.shape[1])
+    G = np.zeros((len(X), coef.shape[1], X.shape[1]))
+    for i, x in enumerate(X):
+        for j, z in enumerate(Z):
+            g = kernel_grad(kernel, x, z, Mf)
+            for ell in range(coef.shape[1]):
+                G[i, ell] += coef[j, ell] * g
+    return G
+
+
+def agop_from_grads(G, centering=None, diag=False):
+    """AGOP from its definition, centering the gradients explicitly first."""
+    G = np.array(G, dtype=float)
+    m, c, d = G.shape
+    if centering == "per_output":
+        G = G - G.mean(axis=0, keepdims=True)
+    elif centering == "pooled":
+        G = G - G.reshape(-1, d).mean(axis=0)
+    A = np.zeros((d, d))
+    for i in range(m):
+        for ell in range(c):
+            A += np.outer(G[i, ell], G[i, ell])
+    A /= m
+    return np.diag(A).copy() if diag else A
+
+
+def agop(kernel, X, Z, coef, M=None, centering=None, diag=False):
+    return agop_from_grads(predictor_grads(kernel, X, Z, coef, M), centering, diag)

@@ -1,0 +1,191 @@
+"""The ops against slow naive loops (hypothesis-drawn problems with n = 1, d = 1,
+duplicates, low-rank and diagonal M), the AGOP property suite for every kernel x
+namespace x metric x centering, and identities that hold across calls."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import agop
+from agop.testing import assert_close, check_agop
+
+from . import naive
+from .strategies import kernels, min_distinct_gap, problems, radial_kernels
+from .test_kernels import ALL_KERNELS
+
+F64 = {"rtol": 1e-9, "atol": 1e-12}
+
+
+@given(kernel=kernels, prob=problems())
+def test_kernel_matrix_equals_naive(kernel, prob):
+    X, Z, _, M = prob
+    assert_close(agop.kernel_matrix(kernel, X, Z, M), naive.kernel_matrix(kernel, X, Z, M), **F64)
+
+
+@given(kernel=kernels, prob=problems(), rows=st.integers(1, 10))
+def test_kernel_mv_equals_kernel_matrix_for_every_block_size(kernel, prob, rows):
+    X, Z, coef, M = prob
+    K = agop.kernel_matrix(kernel, X, Z, M)
+    with agop.config_context(block_rows=rows):
+        assert_close(agop.kernel_mv(kernel, X, Z, coef, M), K @ coef, **F64)
+        assert_close(agop.kernel_mv(kernel, X, Z, coef[:, 0], M), K @ coef[:, 0], **F64)
+
+
+@given(kernel=kernels, prob=problems())
+def test_predictor_grads_equal_naive(kernel, prob):
+    X, Z, coef, M = prob
+    G = agop.predictor_grads(kernel, X, Z, coef, M)
+    assert_close(G, naive.predictor_grads(kernel, X, Z, coef, M), **F64)
+    assert_close(agop.predictor_grads(kernel, X, Z, coef[:, 0], M), G[:, 0, :], **F64)
+
+
+@given(
+    kernel=kernels,
+    prob=problems(),
+    centering=st.sampled_from([None, "per_output", "pooled"]),
+    diag=st.booleans(),
+    rows=st.integers(1, 10),
+)
+def test_agop_equals_naive(kernel, prob, centering, diag, rows):
+    X, Z, coef, M = prob
+    ref = naive.agop(kernel, X, Z, coef, M, centering=centering, diag=diag)
+    with agop.config_context(block_rows=rows):
+        A = agop.agop(kernel, X, Z, coef, M, centering=centering, diag=diag)
+    assert_close(A, ref, **F64)
+
+
+@given(kernel=kernels, prob=problems(max_n=6, max_d=4))
+def test_float32_agrees_with_naive(kernel, prob):
+    X, Z, coef, M = prob
+    assume(min_distinct_gap(X, Z) > 0.2 and min_distinct_gap(X, X) > 0.2)
+    if M is not None and M.ndim == 2:
+        M = M + 0.1 * np.eye(len(M))  # keep distinct points distinct in the M-metric
+    X32, Z32, c32 = (a.astype(np.float32) for a in (X, Z, coef))
+    M32 = None if M is None else M.astype(np.float32)
+    tol = {"rtol": 2e-3, "atol": 1e-5}
+    K = agop.kernel_matrix(kernel, X32, Z32, M32)
+    assert K.dtype == np.float32
+    ref = naive.kernel_matrix(kernel, X32, Z32, M32)
+    assert_close(K, ref, dtype=np.float32, **tol)
+    A = agop.agop(kernel, X32, Z32, c32, M32)
+    assert_close(A, naive.agop(kernel, X32, Z32, c32, M32), dtype=np.float32, **tol)
+
+
+@given(kernel=radial_kernels, seed=st.integers(0, 2**32 - 1), d=st.integers(1, 5))
+def test_agop_rotation_equivariance(kernel, seed, d):
+    """Radial kernels see only ||x - z||: rotating the data rotates the AGOP."""
+    rng = np.random.default_rng(seed)
+    X, coef = rng.normal(size=(8, d)), rng.normal(size=(8, 2))
+    R, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    A = agop.agop(kernel, X, X, coef)
+    Ar = agop.agop(kernel, X @ R.T, X @ R.T, coef)
+    assert_close(Ar, R @ A @ R.T, rtol=1e-9, atol=1e-12)
+
+
+@given(prob=problems(max_n=6), kernel=kernels)
+def test_diagonal_M_is_the_factor_diag_sqrt_m(kernel, prob):
+    X, Z, coef, _ = prob
+    m = np.random.default_rng(X.size).uniform(0.1, 2.0, size=X.shape[1])
+    s = np.sqrt(m)
+    K = agop.kernel_matrix(kernel, X, Z, m)
+    assert_close(K, agop.kernel_matrix(kernel, X * s, Z * s), **F64)
+    assert_close(K, agop.kernel_matrix(kernel, X, Z, np.diag(m)), **F64)
+    # gradients: chain rule through x -> x * s
+    G = agop.predictor_grads(kernel, X, Z, coef, m)
+    Gs = agop.predictor_grads(kernel, X * s, Z * s, coef) * s
+    assert_close(G, Gs, **F64)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS, ids=repr)
+@pytest.mark.parametrize("metric", ["identity", "diag", "full"])
+@pytest.mark.parametrize("centering", [None, "per_output", "pooled"])
+def test_check_agop(kernel, metric, centering, xp):
+    for dtype in ("float64", "float32"):
+        check_agop(kernel, xp=xp, dtype=dtype, metric=metric, centering=centering, seed=5)
+
+
+def test_agop_rank_bound_low_rank_data():
+    """rank AGOP <= min(d, m c): gradients of a predictor on a 2-D subspace stay in M V."""
+    rng = np.random.default_rng(0)
+    V = np.linalg.qr(rng.normal(size=(6, 2)))[0]
+    X = rng.normal(size=(30, 2)) @ V.T  # data in a 2-D subspace of R^6
+    A = agop.agop(agop.Laplace(2.0), X, X, rng.normal(size=(30, 3)))
+    lam = np.linalg.eigvalsh(A)
+    assert np.all(np.abs(lam[:4]) <= 1e-12 * lam[-1])
+    assert lam[-2] > 1e-6 * lam[-1]
+
+
+def test_duplicate_points_follow_the_self_pair_rule():
+    """A center equal to the evaluation point contributes no gradient, also in float32,
+    where the expanded distance of identical rows is round-off rather than zero."""
+    rng = np.random.default_rng(4)
+    Z = rng.normal(size=(5, 7)) * 30.0  # large norms: big cancellation in |x|^2 + |z|^2 - 2 x.z
+    coef = rng.normal(size=(5, 1))
+    for dt in (np.float64, np.float32):
+        Zd = Z.astype(dt)
+        only_self = np.zeros((5, 1), dt)
+        only_self[2] = 1.0
+        G = agop.predictor_grads(agop.Laplace(1.0), Zd[2:3], Zd, only_self)
+        assert np.all(G == 0)
+        K = agop.kernel_matrix(agop.Laplace(1.0), Zd, Zd)
+        np.testing.assert_array_equal(np.diag(K), np.ones(5, dt))
+        # duplicated centers: f is the same function as with merged coefficients
+        Zdup = np.concatenate([Zd, Zd[:1]])
+        cdup = np.concatenate([coef.astype(dt), coef[:1].astype(dt)])
+        merged = coef.astype(dt).copy()
+        merged[0] *= 2
+        lap = agop.Laplace(1.0)
+        np.testing.assert_allclose(
+            agop.agop(lap, Zd, Zdup, cdup), agop.agop(lap, Zd, Zd, merged),
+            rtol=1e-5 if dt == np.float32 else 1e-12,
+        )
+
+
+def test_n_equals_one_and_d_equals_one():
+    k = agop.Laplace(1.0)
+    x = np.array([[0.5]])
+    Z = np.array([[0.0], [2.0]])
+    coef = np.array([1.0, -1.0])
+    # f(x) = e^{-|x|} - e^{-|x - 2|}; f'(0.5) = -e^{-0.5} - e^{-1.5}
+    g = agop.predictor_grads(k, x, Z, coef)
+    assert g.shape == (1, 1)
+    np.testing.assert_allclose(g[0, 0], -np.exp(-0.5) - np.exp(-1.5), rtol=1e-14)
+    np.testing.assert_allclose(agop.agop(k, x, Z, coef), g**2, rtol=1e-14)
+    # a single point AGOP with per-output centering is exactly zero
+    assert np.all(agop.agop(k, x, Z, coef, centering="per_output") == 0)
+
+
+def test_agop_of_matches_closed_form_with_autograd():
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    X, Z, coef = rng.normal(size=(9, 4)), rng.normal(size=(6, 4)), rng.normal(size=(6, 3))
+    B = rng.normal(size=(4, 4))
+    M = B @ B.T
+    Zt, ct, Mt = (torch.from_numpy(a) for a in (Z, coef, M))
+    for kernel in ALL_KERNELS:
+        def f(Xt, kernel=kernel):
+            return agop.kernel_mv(kernel, Xt, Zt, ct, Mt)
+
+        for centering in (None, "per_output", "pooled"):
+            A_auto = agop.agop_of(f, torch.from_numpy(X), centering=centering)
+            A = agop.agop(kernel, X, Z, coef, M, centering=centering)
+            assert_close(A, A_auto, rtol=1e-9, atol=1e-12, err_msg=repr(kernel))
+        d_auto = agop.agop_of(f, X, diag=True)  # NumPy in, NumPy out
+        assert isinstance(d_auto, np.ndarray)
+        assert_close(agop.agop(kernel, X, Z, coef, M, diag=True), d_auto, rtol=1e-9, atol=1e-12)
+
+
+def test_agop_of_linear_map_and_errors():
+    torch = pytest.importorskip("torch")
+    W = torch.tensor([[1.0, 2.0, 0.0], [0.0, 1.0, -1.0]], dtype=torch.float64)
+    A = agop.agop_of(lambda x: x @ W.T, torch.randn(5, 3, dtype=torch.float64))
+    torch.testing.assert_close(A, W.T @ W)
+    with pytest.raises(ValueError, match=r"\(m,\) or \(m, c\)"):
+        agop.agop_of(lambda x: x.sum(), torch.ones(3, 2))
+    with pytest.raises(ValueError, match="centering"):
+        agop.agop_of(lambda x: x, torch.ones(3, 2), centering="yes")
+    with pytest.raises(TypeError, match="torch tensor"):
+        agop.agop_of(lambda x: x.detach().numpy(), torch.ones(3, 2))
