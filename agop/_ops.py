@@ -17,7 +17,7 @@ from typing import Any
 
 from . import _backends
 from ._backends import DispatchContext
-from ._lib._compat import array_device, dtype_name, finfo_eps, namespace_name
+from ._lib._compat import array_device, dtype_name, finfo_eps, is_array, namespace_name
 from ._lib._validation import as_float_array, check_finite, namespace_of, validate_M
 from .kernels import Kernel
 
@@ -86,17 +86,19 @@ def _prepare(
 ) -> _Inputs:
     xp = namespace_of(X, Z, coef, M)
     same = Z is X
-    X = as_float_array(X, names[0], xp)
-    Z = X if same else as_float_array(Z, names[1], xp)
+    device = next((array_device(a) for a in (X, Z, coef, M) if is_array(a)), None)
+    X = as_float_array(X, names[0], xp, device=device)
+    device = array_device(X)
+    Z = X if same else as_float_array(Z, names[1], xp, device=device)
     coef_1d = False
     if coef is not None:
-        coef = as_float_array(coef, "coef", xp, ndim=(1, 2))
+        coef = as_float_array(coef, "coef", xp, ndim=(1, 2), device=device)
         coef_1d = coef.ndim == 1
         if coef_1d:
             coef = xp.reshape(coef, (coef.shape[0], 1))
-    device = array_device(X)
-    named = [(names[1], Z), ("coef", coef)]
-    for name, a in named + [("M", M if M is not None and hasattr(M, "shape") else None)]:
+    if M is not None and not is_array(M):
+        M = as_float_array(M, "M", xp, ndim=(1, 2), device=device)
+    for name, a in ((names[1], Z), ("coef", coef), ("M", M)):
         if a is not None and array_device(a) != device:
             raise ValueError(
                 f"{name} is on device {array_device(a)} but {names[0]} is on {device}; "

@@ -139,7 +139,7 @@ class Laplace(RadialKernel):
         object.__setattr__(self, "bandwidth", _bandwidth(self.bandwidth))
 
     def _k_from_sq(self, d2: Any, xp: Any) -> Any:
-        return xp.exp(-xp.sqrt(d2) / self.bandwidth)
+        return xp.exp(xp.sqrt(d2) * (-1.0 / self.bandwidth))
 
     def _w_from_sq(self, d2: Any, k: Any, xp: Any) -> Any:
         return -k / (self.bandwidth * xp.sqrt(d2))

@@ -10,7 +10,7 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import agop
-from agop.testing import assert_close, check_agop
+from agop.testing import assert_close, check_agop, check_kernel
 
 from . import naive
 from .strategies import kernels, min_distinct_gap, problems, radial_kernels
@@ -189,3 +189,29 @@ def test_agop_of_linear_map_and_errors():
         agop.agop_of(lambda x: x, torch.ones(3, 2), centering="yes")
     with pytest.raises(TypeError, match="torch tensor"):
         agop.agop_of(lambda x: x.detach().numpy(), torch.ones(3, 2))
+
+
+@given(
+    kernel=kernels,
+    seed=st.integers(0, 2**31),
+    metric=st.sampled_from(["identity", "diag", "full"]),
+    centering=st.sampled_from([None, "per_output", "pooled"]),
+    m=st.integers(1, 8),
+    n=st.integers(1, 6),
+    d=st.integers(1, 5),
+    c=st.integers(1, 3),
+)
+def test_agop_suite_on_drawn_problems(kernel, seed, metric, centering, m, n, d, c):
+    check_agop(kernel, metric=metric, centering=centering, seed=seed, m=m, n=n, d=d, c=c)
+
+
+@given(
+    kernel=kernels,
+    seed=st.integers(0, 2**31),
+    metric=st.sampled_from(["identity", "diag", "full"]),
+    n=st.integers(1, 6),
+    m=st.integers(1, 6),
+    d=st.integers(1, 4),
+)
+def test_kernel_suite_on_drawn_problems(kernel, seed, metric, n, m, d):
+    check_kernel(kernel, metric=metric, seed=seed, n=n, m=m, d=d)

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import is_writeable_array
+
 from .._lib._blocking import BlockPlan, plan_blocks
-from .._lib._compat import dtype_name
+from .._lib._compat import array_device, dtype_name
 from .._lib._selfpair import self_pair_params
 
 __all__ = [
@@ -65,34 +67,36 @@ class _Blocks:
             # cz[j, l*d + a] = coef[j, l] * Zt[j, a]: one matmul gives sum_j w_ij coef_jl z_j
             self.cz = xp.reshape(coef[:, :, None] * Zt[:, None, :], (m, c * d))
 
-    def _far(self, d2: Any, i0: int, i1: int) -> Any:
-        tau2 = self.atol2 + self.rho * (self.nx[i0:i1, None] + self.nz[None, :])
-        return self.xp.logical_not(d2 <= tau2)  # NaN counts as far, so it propagates
+    def _near(self, d2: Any, norms: Any) -> Any:
+        """Coincident pairs (the self-pair rule); ``norms[i, j] = |x_i|^2 + |z_j|^2``.
+
+        A NaN distance is not near, so NaN propagates instead of being masked."""
+        return d2 <= self.rho * norms + self.atol2
 
     def _radial(self, i0: int, i1: int, want_w: bool) -> tuple[Any, Any]:
         xp, k = self.xp, self.kernel
-        Xb = self.Xt[i0:i1, :]
-        d2 = self.nx[i0:i1, None] + self.nz[None, :] - 2.0 * (Xb @ self.Zt.T)
-        far = self._far(d2, i0, i1)
-        d2 = xp.where(far, d2, 0.0)
+        norms = self.nx[i0:i1, None] + self.nz[None, :]
+        d2 = norms + (self.Xt[i0:i1, :] * -2.0) @ self.Zt.T
+        near = self._near(d2, norms)
+        d2 = xp.where(near, 0.0, d2)
         K = k._k_from_sq(d2, xp)
         if not want_w:
             return K, None
-        W = xp.where(far, k._w_from_sq(xp.where(far, d2, 1.0), K, xp), 0.0)
+        W = xp.where(near, 0.0, k._w_from_sq(xp.where(near, 1.0, d2), K, xp))
         return K, W
 
     def _lp(self, i0: int, i1: int, want_grad: bool) -> tuple[Any, Any]:
         xp, k = self.xp, self.kernel
         p, q, L = k.p, k.q, k.bandwidth
         D = self.Xt[i0:i1, None, :] - self.Zt[None, :, :]  # (b, m, d)
-        far = self._far(xp.sum(D * D, axis=2), i0, i1)
+        near = self._near(xp.sum(D * D, axis=2), self.nx[i0:i1, None] + self.nz[None, :])
         A = xp.abs(D)
         s = xp.sum(A, axis=2) if p == 1.0 else xp.sum(A**p, axis=2)
-        s = xp.where(far, s, 0.0)
+        s = xp.where(near, 0.0, s)
         K = xp.exp(-(s ** (q / p)) / L**q)
         if not want_grad:
             return K, None
-        scale = xp.where(far, (-q / L**q) * K * xp.where(far, s, 1.0) ** ((q - p) / p), 0.0)
+        scale = xp.where(near, 0.0, (-q / L**q) * K * xp.where(near, 1.0, s) ** ((q - p) / p))
         if p == 1.0:
             coord = xp.sign(D)
         else:
@@ -141,36 +145,53 @@ class _Blocks:
         return W[:, :, None] * self.Zt[None, :, :]
 
 
+def _stack_rows(parts: Any, plan: BlockPlan, shape: tuple[int, ...], like: Any, xp: Any) -> Any:
+    """Row blocks into one array, written in place where the library allows it (so the
+    output is not held twice), else concatenated."""
+    it = iter(plan)
+    first = next(parts)
+    if plan.n_blocks == 1:
+        return first
+    if not is_writeable_array(like):
+        return xp.concat([first, *parts], axis=0)
+    out = xp.empty(shape, dtype=first.dtype, device=array_device(like))
+    i0, i1 = next(it)
+    out[i0:i1, ...] = first
+    for (i0, i1), part in zip(it, parts, strict=True):
+        out[i0:i1, ...] = part
+    return out
+
+
 def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
     """``K[i, j] = k(Xt[i], Zt[j])`` (the one op that returns an ``n x m`` array)."""
     blocks = _Blocks(kernel, Xt, Zt, xp)
     plan = _plan(kernel, Xt, Zt, 0, xp, grads=False)
-    parts = [blocks.values(i0, i1) for i0, i1 in plan]
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    parts = (blocks.values(i0, i1) for i0, i1 in plan)
+    return _stack_rows(parts, plan, (Xt.shape[0], Zt.shape[0]), Xt, xp)
 
 
 def kernel_mv(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
     """``K(Xt, Zt) @ coef`` without materializing more than one planned block of K."""
     blocks = _Blocks(kernel, Xt, Zt, xp)
     plan = _plan(kernel, Xt, Zt, coef.shape[1], xp, grads=False)
-    parts = [blocks.values(i0, i1) @ coef for i0, i1 in plan]
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    parts = (blocks.values(i0, i1) @ coef for i0, i1 in plan)
+    return _stack_rows(parts, plan, (Xt.shape[0], coef.shape[1]), Xt, xp)
 
 
 def predictor_grads(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
     """Gradients of ``f(x) = sum_j coef_j k(x, z_j)`` at each row of ``Xt``: ``(n, c, d)``."""
     blocks = _Blocks(kernel, Xt, Zt, xp, coef)
     plan = _plan(kernel, Xt, Zt, coef.shape[1], xp, grads=True)
-    parts = [blocks.grads(i0, i1) for i0, i1 in plan]
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    parts = (blocks.grads(i0, i1) for i0, i1 in plan)
+    return _stack_rows(parts, plan, (Xt.shape[0], coef.shape[1], Zt.shape[1]), Xt, xp)
 
 
 def pairwise_grads(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
     """``G[i, j] = grad_x k(x, z_j)`` at ``x = Xt[i]`` (``(n, m, d)``, transformed space)."""
     blocks = _Blocks(kernel, Xt, Zt, xp)
     plan = _plan(kernel, Xt, Zt, Zt.shape[1], xp, grads=False)
-    parts = [blocks.pairwise(i0, i1) for i0, i1 in plan]
-    return parts[0] if len(parts) == 1 else xp.concat(parts, axis=0)
+    parts = (blocks.pairwise(i0, i1) for i0, i1 in plan)
+    return _stack_rows(parts, plan, (Xt.shape[0], *Zt.shape), Xt, xp)
 
 
 class AGOPAccumulator:

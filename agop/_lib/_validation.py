@@ -42,13 +42,16 @@ def _dtype_kind(xp: Any, dtype: Any) -> str:
     return "other"
 
 
-def as_float_array(a: Any, name: str, xp: Any, *, ndim: tuple[int, ...] = (2,)) -> Any:
+def as_float_array(
+    a: Any, name: str, xp: Any, *, ndim: tuple[int, ...] = (2,), device: Any = None
+) -> Any:
     """Return ``a`` as a real floating array of namespace ``xp``.
 
     float32 and float64 are kept; bool and integer input is converted to the default
     real floating dtype of the namespace (SPEC Part A #12); anything else (strings,
     objects, complex, half precision) raises ``TypeError``.  ``ndim`` lists the accepted
-    numbers of dimensions.
+    numbers of dimensions.  A list or tuple becomes an array on ``device`` (the device
+    of the other arguments).
     """
     if a is None:
         raise TypeError(f"{name} is required, got None")
@@ -65,7 +68,7 @@ def as_float_array(a: Any, name: str, xp: Any, *, ndim: tuple[int, ...] = (2,)) 
                     f"{name} must contain numbers; got values of NumPy dtype {a.dtype} "
                     "(strings are never converted silently)"
                 )
-            a = xp.asarray(a)
+            a = xp.asarray(a) if device is None else xp.asarray(a, device=device)
         else:
             raise TypeError(
                 f"{name} must be an array (NumPy, torch, CuPy or any Array-API array), "
