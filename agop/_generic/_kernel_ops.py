@@ -33,8 +33,15 @@ def _itemsize(xp: Any, dtype: Any) -> int:
     return 8 if dtype == xp.float64 else 4
 
 
-def _plan(kernel: Any, Xt: Any, Zt: Any, c: int, xp: Any, *, grads: bool) -> BlockPlan:
-    """Row blocks of ``Xt`` so that one block's temporaries fit the working memory."""
+def _plan(
+    kernel: Any, Xt: Any, Zt: Any, c: int, xp: Any, *, grads: bool, extra_per_row: int = 0
+) -> BlockPlan:
+    """Row blocks of ``Xt`` so that one block's temporaries fit the working memory.
+
+    The counts are numbers of array elements per row of a block (the kernel block, its
+    masks and profile values; the ``(b, m, d)`` differences of L_p kernels; the block's
+    gradients) plus ``extra_per_row``; ``fixed`` holds the weighted centers ``coef x Z``.
+    """
     m, d = Zt.shape
     if kernel.family == "lp":
         per_row = (7 if grads else 4) * m * d + 4 * m
@@ -42,6 +49,7 @@ def _plan(kernel: Any, Xt: Any, Zt: Any, c: int, xp: Any, *, grads: bool) -> Blo
         per_row = (7 if grads else 6) * m
     else:
         per_row = 3 * m
+    per_row += extra_per_row
     fixed = 0
     if grads:
         per_row += 3 * c * d + c
@@ -189,7 +197,8 @@ def predictor_grads(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any
 def pairwise_grads(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
     """``G[i, j] = grad_x k(x, z_j)`` at ``x = Xt[i]`` (``(n, m, d)``, transformed space)."""
     blocks = _Blocks(kernel, Xt, Zt, xp)
-    plan = _plan(kernel, Xt, Zt, Zt.shape[1], xp, grads=False)
+    m, d = Zt.shape
+    plan = _plan(kernel, Xt, Zt, 0, xp, grads=False, extra_per_row=3 * m * d)
     parts = (blocks.pairwise(i0, i1) for i0, i1 in plan)
     return _stack_rows(parts, plan, (Xt.shape[0], *Zt.shape), Xt, xp)
 
