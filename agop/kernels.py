@@ -142,7 +142,7 @@ class Laplace(RadialKernel):
         return xp.exp(xp.sqrt(d2) * (-1.0 / self.bandwidth))
 
     def _w_from_sq(self, d2: Any, k: Any, xp: Any) -> Any:
-        return -k / (self.bandwidth * xp.sqrt(d2))
+        return (k / xp.sqrt(d2)) * (-1.0 / self.bandwidth)
 
 
 @dataclass(frozen=True)
@@ -161,19 +161,24 @@ class Gaussian(RadialKernel):
     def __post_init__(self) -> None:
         object.__setattr__(self, "bandwidth", _bandwidth(self.bandwidth))
 
+    # L is divided twice rather than squared: L**2 overflows or underflows as a float
+    # for extreme bandwidths, the array expression then saturates to 0 or inf cleanly
     def _k_from_sq(self, d2: Any, xp: Any) -> Any:
-        return xp.exp(d2 * (-0.5 / self.bandwidth**2))
+        return xp.exp((d2 / self.bandwidth) * (-0.5 / self.bandwidth))
 
     def _w_from_sq(self, d2: Any, k: Any, xp: Any) -> Any:
-        return k * (-1.0 / self.bandwidth**2)
+        return (k / self.bandwidth) * (-1.0 / self.bandwidth)
 
 
+# (r / L)^q is formed on arrays, never L^q as a float (which overflows for extreme L);
+# the gradient weight -(q / L^q) r^(q-2) k is written as -q (r / L)^q k / r^2.
 def _genexp_k(d2: Any, bandwidth: float, q: float, xp: Any) -> Any:
-    return xp.exp(-(d2 ** (0.5 * q)) / bandwidth**q)
+    return xp.exp(-((xp.sqrt(d2) / bandwidth) ** q))
 
 
-def _genexp_w(d2: Any, k: Any, bandwidth: float, q: float) -> Any:
-    return (-q / bandwidth**q) * (d2 ** (0.5 * q - 1.0)) * k
+def _genexp_w(d2: Any, k: Any, bandwidth: float, q: float, xp: Any) -> Any:
+    tk = xp.where(k > 0, ((xp.sqrt(d2) / bandwidth) ** q) * k, 0.0)  # t e^-t -> 0, not inf*0
+    return tk * (-q) / d2
 
 
 def _exponent(value: Any, name: str = "exponent") -> float:
@@ -204,7 +209,7 @@ class GeneralizedExponential(RadialKernel):
         return _genexp_k(d2, self.bandwidth, self.exponent, xp)
 
     def _w_from_sq(self, d2: Any, k: Any, xp: Any) -> Any:
-        return _genexp_w(d2, k, self.bandwidth, self.exponent)
+        return _genexp_w(d2, k, self.bandwidth, self.exponent, xp)
 
 
 class _LpKernel(Kernel):
@@ -237,7 +242,7 @@ class _LpKernel(Kernel):
         return _genexp_k(d2, self.bandwidth, self.q, xp)
 
     def _w_from_sq(self, d2: Any, k: Any, xp: Any) -> Any:
-        return _genexp_w(d2, k, self.bandwidth, self.q)
+        return _genexp_w(d2, k, self.bandwidth, self.q, xp)
 
 
 @dataclass(frozen=True)

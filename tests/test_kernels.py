@@ -150,3 +150,28 @@ def test_check_kernel_detects_a_wrong_metric(monkeypatch):
     monkeypatch.setattr(agop._ops, "_prepare", ignore_M)
     with pytest.raises(AssertionError):
         check_kernel(agop.Gaussian(1.0), metric="full")
+
+
+@pytest.mark.parametrize("L", [1e-200, 1e-30, 1e30, 1e200])
+@pytest.mark.parametrize(
+    "make",
+    [
+        agop.Laplace,
+        agop.Gaussian,
+        lambda L: agop.GeneralizedExponential(L, 2.0),
+        lambda L: agop.GeneralizedExponential(L, 0.5),
+        agop.ProductLaplace,
+        lambda L: agop.LpqLaplace(L, 1.5, 1.5),
+        lambda L: agop.LpqLaplace(L, 2.0, 2.0),
+    ],
+)
+def test_extreme_bandwidths_saturate_without_nan(make, L):
+    """Tiny bandwidths: K -> I and zero gradients; huge: K -> 1 and zero gradients."""
+    rng = np.random.default_rng(0)
+    X, coef = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    kernel = make(L)
+    with np.errstate(all="ignore"):  # under/overflow inside exp is the expected saturation
+        K = agop.kernel_matrix(kernel, X, X)
+        A = agop.agop(kernel, X, X, coef)
+    np.testing.assert_allclose(K, np.eye(6) if L < 1 else np.ones((6, 6)), atol=1e-4)
+    assert np.all(np.isfinite(A)) and np.all(np.abs(A) < 1e-3)

@@ -101,10 +101,13 @@ class _Blocks:
         A = xp.abs(D)
         s = xp.sum(A, axis=2) if p == 1.0 else xp.sum(A**p, axis=2)
         s = xp.where(near, 0.0, s)
-        K = xp.exp(-(s ** (q / p)) / L**q)
+        t = (s ** (1.0 / p) / L) ** q  # (|D|_p / L)^q, never forming L^q as a float
+        K = xp.exp(-t)
         if not want_grad:
             return K, None
-        scale = xp.where(near, 0.0, (-q / L**q) * K * xp.where(near, 1.0, s) ** ((q - p) / p))
+        # -(q / L^q) k |D|_p^(q - p) = -q t k / |D|_p^p = -q t k / s
+        tk = xp.where(K > 0, t * K, 0.0)  # t e^-t -> 0 as t -> inf, not inf * 0
+        scale = xp.where(near, 0.0, (-q) * tk / xp.where(near, 1.0, s))
         if p == 1.0:
             coord = xp.sign(D)
         else:
