@@ -98,6 +98,12 @@ def _data(seed: int, n: int, m: int, d: int, c: int, metric: str, kernel: Kernel
     return {"X": X, "Z": Z, "coef": coef, "M": M}
 
 
+def _convert(D: dict, xp: Any, dt: Any) -> tuple[Any, ...]:
+    """``X, Z, coef, M`` of a ``_data`` dict as arrays of namespace ``xp``, dtype ``dt``."""
+    keys = ("X", "Z", "coef", "M")
+    return tuple(None if D[k] is None else xp.asarray(D[k], dtype=dt) for k in keys)
+
+
 def _factor(kernel: Kernel, M: np.ndarray | None, d: int, seed: int) -> np.ndarray:
     """A factor S with S^T S = M: a random non-symmetric one for Euclidean kernels,
     the symmetric square root for L_p kernels (SPEC Part A #13)."""
@@ -134,11 +140,9 @@ def check_kernel(
     (when torch is installed); coincident pairs have zero gradient; the results keep the
     namespace and dtype of the input.
     """
-    tol = tolerances(dtype)
-    dt = getattr(xp, dtype)
+    tol, dt = tolerances(dtype), getattr(xp, dtype)
     D = _data(seed, n, m, d, 2, metric, kernel)
-    conv = {k: (None if v is None else xp.asarray(v, dtype=dt)) for k, v in D.items()}
-    X, Z, coef, M = conv["X"], conv["Z"], conv["coef"], conv["M"]
+    X, Z, coef, M = _convert(D, xp, dt)
     name = f"{kernel!r} [{xp.__name__}, {dtype}, M={metric}, backend={backend}]"
 
     K = kernel_matrix(kernel, X, X, M, backend=backend)
@@ -234,11 +238,9 @@ def check_agop(
     rank at most ``min(d, m c)``; ``diag=True`` is its diagonal; blocked equals
     unblocked for every block size; namespace and dtype kept.
     """
-    tol = tolerances(dtype)
-    dt = getattr(xp, dtype)
+    tol, dt = tolerances(dtype), getattr(xp, dtype)
     D = _data(seed, m, n, d, c, metric, kernel)
-    conv = {k: (None if v is None else xp.asarray(v, dtype=dt)) for k, v in D.items()}
-    X, Z, coef, M = conv["X"], conv["Z"], conv["coef"], conv["M"]
+    X, Z, coef, M = _convert(D, xp, dt)
     name = (
         f"{kernel!r} [{xp.__name__}, {dtype}, M={metric}, centering={centering}, backend={backend}]"
     )
