@@ -15,10 +15,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from . import _backends
 from ._backends import DispatchContext
 from ._lib._compat import array_device, dtype_name, finfo_eps, is_array, namespace_name
-from ._lib._validation import as_float_array, check_finite, namespace_of, validate_M
+from ._lib._validation import (
+    as_float_array,
+    check_finite,
+    floating_dtype,
+    namespace_of,
+    validate_M,
+)
 from .kernels import Kernel
 
 __all__ = ["agop", "kernel_matrix", "kernel_mv", "pairwise_grads", "predictor_grads"]
@@ -87,12 +95,13 @@ def _prepare(
     xp = namespace_of(X, Z, coef, M)
     same = Z is X
     device = next((array_device(a) for a in (X, Z, coef, M) if is_array(a)), None)
-    X = as_float_array(X, names[0], xp, device=device)
+    ftype = floating_dtype(xp, X, Z, coef)  # integer or list inputs adopt it
+    X = as_float_array(X, names[0], xp, device=device, int_dtype=ftype)
     device = array_device(X)
-    Z = X if same else as_float_array(Z, names[1], xp, device=device)
+    Z = X if same else as_float_array(Z, names[1], xp, device=device, int_dtype=ftype)
     coef_1d = False
     if coef is not None:
-        coef = as_float_array(coef, "coef", xp, ndim=(1, 2), device=device)
+        coef = as_float_array(coef, "coef", xp, ndim=(1, 2), device=device, int_dtype=ftype)
         coef_1d = coef.ndim == 1
         if coef_1d:
             coef = xp.reshape(coef, (coef.shape[0], 1))
@@ -132,12 +141,12 @@ def _prepare(
         Zt = Xt if same else Z * S
     else:
         evals, evecs = eig
-        # eigenvalues below the numerical rank threshold are round-off of zero: the
-        # square root would amplify them (sqrt(1e-17) = 3e-9), so they become 0
-        cut = 10.0 * X.shape[1] * finfo_eps(xp, dtype) * float(xp.max(xp.abs(evals)))
+        # eigenvalues below the numerical rank threshold d * eps * max|lambda| are
+        # round-off of zero: the square root would amplify them (sqrt(1e-17) = 3e-9)
+        cut = X.shape[1] * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
         root = xp.sqrt(xp.where(evals > cut, evals, 0.0))
         S = (evecs * root[None, :]) @ evecs.T
-        S = (S + S.T) / 2.0
+        S = xp.astype((S + S.T) / 2.0, dtype)
         Xt = X @ S
         Zt = Xt if same else Z @ S
     return _Inputs(xp, device, dtype, metric, S, Xt, Zt, coef, coef_1d)
@@ -311,8 +320,9 @@ def agop(
     kernel = _check_kernel(kernel)
     if centering not in _CENTERINGS:
         raise ValueError(f"centering must be one of {_CENTERINGS}, got {centering!r}")
-    if not isinstance(diag, bool):
+    if not isinstance(diag, bool | np.bool_):
         raise TypeError(f"diag must be a bool, got {type(diag).__name__}")
+    diag = bool(diag)
     inp = _prepare(X, centers, coef, M, names=("X", "centers"))
     diag_inside = diag and inp.metric != "full"
     A = _run("agop", kernel, inp, backend, inp.coef, centering=centering, diag=diag_inside)

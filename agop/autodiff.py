@@ -50,7 +50,10 @@ def grads_of(f: Callable[[Any], Any], X: Any) -> Any:
             raise TypeError(f"X must be a torch tensor or an array, got {type(X).__name__}")
         import numpy as np
 
-        X = torch.from_numpy(np.asarray(X))
+        X = np.asarray(X)
+        if X.dtype.kind in "biu":
+            X = X.astype(np.float64)  # NumPy's default float (SPEC Part A #12)
+        X = torch.from_numpy(np.ascontiguousarray(X))
     if X.ndim != 2:
         raise ValueError(f"X must be 2-D (m, d), got shape {tuple(X.shape)}")
     if not torch.is_floating_point(X):

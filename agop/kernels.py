@@ -25,6 +25,7 @@ Pairs closer than round-off (the self-pair rule, SPEC Part A #10, see
 from __future__ import annotations
 
 import dataclasses
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -112,7 +113,10 @@ class RadialKernel(Kernel):
 
 
 def _bandwidth(value: Any) -> float:
-    return check_real_scalar(value, "bandwidth", low=0.0)
+    L = check_real_scalar(value, "bandwidth", low=0.0)
+    if not math.isfinite(1.0 / L):
+        raise ValueError(f"bandwidth {L:g} is too small: its reciprocal overflows")
+    return L
 
 
 @dataclass(frozen=True)
@@ -139,10 +143,10 @@ class Laplace(RadialKernel):
         object.__setattr__(self, "bandwidth", _bandwidth(self.bandwidth))
 
     def _k_from_sq(self, d2: Any, xp: Any) -> Any:
-        return xp.exp(xp.sqrt(d2) * (-1.0 / self.bandwidth))
+        return xp.exp(-(xp.sqrt(d2) / self.bandwidth))
 
     def _w_from_sq(self, d2: Any, k: Any, xp: Any) -> Any:
-        return (k / xp.sqrt(d2)) * (-1.0 / self.bandwidth)
+        return -((k / xp.sqrt(d2)) / self.bandwidth)
 
 
 @dataclass(frozen=True)
@@ -164,10 +168,10 @@ class Gaussian(RadialKernel):
     # L is divided twice rather than squared: L**2 overflows or underflows as a float
     # for extreme bandwidths, the array expression then saturates to 0 or inf cleanly
     def _k_from_sq(self, d2: Any, xp: Any) -> Any:
-        return xp.exp((d2 / self.bandwidth) * (-0.5 / self.bandwidth))
+        return xp.exp(-0.5 * ((d2 / self.bandwidth) / self.bandwidth))
 
     def _w_from_sq(self, d2: Any, k: Any, xp: Any) -> Any:
-        return (k / self.bandwidth) * (-1.0 / self.bandwidth)
+        return -((k / self.bandwidth) / self.bandwidth)
 
 
 # (r / L)^q is formed on arrays, never L^q as a float (which overflows for extreme L);

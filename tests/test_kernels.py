@@ -45,6 +45,7 @@ def test_check_kernel(kernel, metric, dtype, xp):
         (agop.LpqLaplace, {"norm_p": 1.0, "exponent": 1.5}),
         (agop.LpqLaplace, {"norm_p": 3.0, "exponent": 1.0}),
         (agop.ProductLaplace, {"exponent": -1.0}),
+        (agop.Laplace, {"bandwidth": 1e-310}),
     ],
 )
 def test_invalid_hyperparameters_raise_value_error(cls, kwargs):

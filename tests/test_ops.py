@@ -215,3 +215,78 @@ def test_agop_suite_on_drawn_problems(kernel, seed, metric, centering, m, n, d, 
 )
 def test_kernel_suite_on_drawn_problems(kernel, seed, metric, n, m, d):
     check_kernel(kernel, metric=metric, seed=seed, n=n, m=m, d=d)
+
+
+def test_data_far_from_the_origin_keeps_its_distances():
+    """Pixel-like float32 data and float64 data shifted by 1e7: the expansion
+    |x|^2 + |z|^2 - 2 x.z runs on data centered at the centers' mean."""
+    rng = np.random.default_rng(0)
+    X = rng.uniform(0, 255, size=(50, 10))
+    X[1] = X[0] + 0.5
+    k = agop.Laplace(10.0)
+    K = agop.kernel_matrix(k, X.astype(np.float32), X.astype(np.float32))
+    np.testing.assert_allclose(K[0, 1], np.exp(-np.sqrt(10 * 0.25) / 10), rtol=1e-4)
+    e = np.zeros((50, 1))
+    e[1] = 1.0
+    g = agop.predictor_grads(k, X[:1].astype(np.float32), X.astype(np.float32), e)
+    np.testing.assert_allclose(g[0, 0], naive.predictor_grads(k, X[:1], X, e)[0, 0], rtol=1e-3)
+    Y, coef = rng.normal(size=(30, 4)), rng.normal(size=(30, 2))
+    A = agop.agop(agop.Gaussian(1.0), Y, Y, coef)
+    A_shift = agop.agop(agop.Gaussian(1.0), Y + 1e7, Y + 1e7, coef)
+    np.testing.assert_allclose(A_shift, A, rtol=1e-6, atol=1e-9 * np.abs(A).max())
+
+
+def test_float32_data_with_a_float64_M_of_wide_spectrum():
+    """Small real eigenvalues of M survive the factorization (no features lost)."""
+    rng = np.random.default_rng(1)
+    d = 100
+    m = np.full(d, 1e-4)
+    m[0] = 1.0
+    X = rng.normal(size=(6, d)).astype(np.float32)
+    k = agop.Laplace(1.0)
+    np.testing.assert_allclose(
+        agop.kernel_matrix(k, X, X, np.diag(m)), agop.kernel_matrix(k, X, X, m), atol=1e-5
+    )
+    a = rng.normal(size=(6, 1)).astype(np.float32)
+    full, diag = agop.agop(k, X, X, a, np.diag(m), diag=True), agop.agop(k, X, X, a, m, diag=True)
+    np.testing.assert_allclose(full, diag, rtol=1e-3, atol=1e-6 * diag.max())
+    assert np.all(full[1:] > 0)
+
+
+@pytest.mark.parametrize("centering", ["per_output", "pooled"])
+def test_centering_is_stable_for_nearly_constant_gradients(centering):
+    rng = np.random.default_rng(0)
+    X = (rng.normal(size=(200, 3)) * 1e-3).astype(np.float32)
+    Z, a = np.array([[5.0, 5.0, 5.0]], np.float32), np.array([1.0], np.float32)
+    k = agop.Gaussian(10.0)
+    ref = naive.agop(k, X, Z, a, centering=centering)
+    with agop.config_context(block_rows=64):
+        A = agop.agop(k, X, Z, a, centering=centering)
+    np.testing.assert_allclose(A, ref, rtol=2e-3, atol=1e-3 * np.abs(ref).max())
+    assert np.all(np.linalg.eigvalsh(A.astype(float)) > -1e-6 * np.abs(ref).max())
+
+
+def test_integer_coef_keeps_float32():
+    X = np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32)
+    assert agop.agop(agop.Laplace(1.0), X, X, np.ones(5, dtype=int)).dtype == np.float32
+    assert agop.kernel_mv(agop.Laplace(1.0), X, X, [1, 0, 1, 0, 1]).dtype == np.float32
+
+
+def test_small_exponent_lp_kernels_do_not_overflow():
+    X = np.random.default_rng(0).normal(size=(4, 3))
+    k = agop.ProductLaplace(1.0, exponent=1e-3)
+    np.testing.assert_allclose(agop.kernel_matrix(k, X, X), naive.kernel_matrix(k, X, X), rtol=1e-9)
+    assert 0.01 < agop.kernel_matrix(k, X, X)[0, 1] < 0.2
+
+
+def test_agop_of_takes_strided_and_integer_numpy_input():
+    pytest.importorskip("torch")
+    X = np.arange(12).reshape(6, 2)[::-1]
+    A = agop.agop_of(lambda x: (x**2).sum(1), X)
+    assert A.dtype == np.float64
+    Xf = X.astype(float)
+    np.testing.assert_allclose(A, 4 * Xf.T @ Xf / 6)
+    np.testing.assert_array_equal(
+        agop.agop(agop.Laplace(1.0), Xf, Xf, np.ones(6), diag=np.bool_(True)),
+        agop.agop(agop.Laplace(1.0), Xf, Xf, np.ones(6), diag=True),
+    )

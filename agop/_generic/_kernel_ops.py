@@ -11,6 +11,7 @@ Reductions walk over row blocks of the evaluation points planned by
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from array_api_compat import is_writeable_array
@@ -62,6 +63,12 @@ class _Blocks:
     """Per-call constants of the block loop (norms, self-pair rule, weighted centers)."""
 
     def __init__(self, kernel: Any, Xt: Any, Zt: Any, xp: Any, coef: Any = None) -> None:
+        if kernel.family != "dot":
+            # distance kernels are translation invariant: centering at the mean of the
+            # centers keeps |x|^2 + |z|^2 - 2 x.z accurate for data far from the origin
+            mu = xp.mean(Zt, axis=0)
+            Xt, Zt = (Xt - mu, None) if Zt is Xt else (Xt - mu, Zt - mu)
+            Zt = Xt if Zt is None else Zt
         self.kernel, self.Xt, self.Zt, self.xp = kernel, Xt, Zt, xp
         self.atol2, self.rho = self_pair_params(dtype_name(xp, Xt.dtype), Zt.shape[1])
         if kernel.family != "dot":
@@ -101,7 +108,10 @@ class _Blocks:
         A = xp.abs(D)
         s = xp.sum(A, axis=2) if p == 1.0 else xp.sum(A**p, axis=2)
         s = xp.where(near, 0.0, s)
-        t = (s ** (1.0 / p) / L) ** q  # (|D|_p / L)^q, never forming L^q as a float
+        # t = (|D|_p / L)^q = exp((q/p) log s - q log L): s^(1/p) overflows for small p
+        pos = s > 0
+        logt = (q / p) * xp.log(xp.where(pos, s, 1.0)) - q * math.log(L)
+        t = xp.where(pos, xp.exp(logt), 0.0)
         K = xp.exp(-t)
         if not want_grad:
             return K, None
@@ -209,44 +219,54 @@ def pairwise_grads(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
 class AGOPAccumulator:
     """Running sums that turn blocks of gradients ``(b, c, d)`` into the AGOP.
 
-    ``finish()`` returns ``(1/m) sum_{i,l} g_il g_il^T`` (``m`` = rows seen), minus the
-    centering term: ``"per_output"`` subtracts ``sum_l mu_l mu_l^T`` with ``mu_l`` the mean
-    gradient of output ``l``; ``"pooled"`` subtracts ``c mu mu^T`` with ``mu`` the mean over
-    all (point, output) rows, so each variant equals the mean outer product of the
-    centered gradients.  With ``diag=True`` only the diagonal is accumulated.
+    ``finish()`` returns ``(1/m) sum_{i,l} (g_il - mu)(g_il - mu)^T`` over the ``m`` points
+    seen: ``mu = 0`` without centering; ``mu = mu_l``, the mean gradient of output ``l``,
+    for ``"per_output"``; ``mu`` the mean over all (point, output) rows for ``"pooled"``.
+    Centered sums are merged block by block with the pairwise update of Chan, Golub and
+    LeVeque (each block's centered scatter plus ``n_a n_b / n delta delta^T``), which is
+    stable where "sum of squares minus squared mean" cancels catastrophically.  With
+    ``diag=True`` only diagonals are accumulated.
     """
 
     def __init__(self, *, centering: str | None, diag: bool, xp: Any) -> None:
         self.centering, self.diag, self.xp = centering, diag, xp
-        self.sum_outer = None
-        self.sum_grad = None
+        self.scatter = None  # sum of (centered) outer products
+        self.mean = None  # (c, d) per output or (d,) pooled
+        self.rows = 0  # rows behind self.mean
         self.m = 0
-        self.c = 0
+
+    def _outer(self, A: Any) -> Any:
+        """sum over leading axes of a a^T for rows a of A (..., d), or its diagonal."""
+        xp = self.xp
+        if self.diag:
+            return xp.sum(xp.reshape(A * A, (-1, A.shape[-1])), axis=0)
+        Af = xp.reshape(A, (-1, A.shape[-1]))
+        return Af.T @ Af
 
     def add(self, G: Any) -> None:
         xp = self.xp
         b, c, d = G.shape
-        if self.diag:
-            outer = xp.sum(G * G, axis=(0, 1))
-        else:
-            Gf = xp.reshape(G, (b * c, d))
-            outer = Gf.T @ Gf
-        self.sum_outer = outer if self.sum_outer is None else self.sum_outer + outer
-        if self.centering is not None:
-            s = xp.sum(G, axis=0)
-            self.sum_grad = s if self.sum_grad is None else self.sum_grad + s
         self.m += b
-        self.c = c
+        if self.centering is None:
+            outer = self._outer(G)
+            self.scatter = outer if self.scatter is None else self.scatter + outer
+            return
+        if self.centering == "per_output":
+            n_b, mu_b = b, xp.mean(G, axis=0)  # (c, d)
+        else:
+            n_b, mu_b = b * c, xp.mean(xp.reshape(G, (b * c, d)), axis=0)  # (d,)
+        scatter_b = self._outer(G - mu_b)
+        if self.scatter is None:
+            self.scatter, self.mean, self.rows = scatter_b, mu_b, n_b
+            return
+        n = self.rows + n_b
+        delta = mu_b - self.mean
+        self.scatter = self.scatter + scatter_b + (self.rows * n_b / n) * self._outer(delta)
+        self.mean = self.mean + delta * (n_b / n)
+        self.rows = n
 
     def finish(self) -> Any:
-        xp, m = self.xp, float(self.m)
-        A = self.sum_outer / m
-        if self.centering == "per_output":
-            mu = self.sum_grad / m  # (c, d)
-            A = A - (xp.sum(mu * mu, axis=0) if self.diag else mu.T @ mu)
-        elif self.centering == "pooled":
-            mu = xp.sum(self.sum_grad, axis=0) / (m * self.c)  # (d,)
-            A = A - float(self.c) * (mu * mu if self.diag else mu[:, None] * mu[None, :])
+        A = self.scatter / float(self.m)
         if not self.diag:
             A = (A + A.T) / 2.0
         return A

@@ -17,6 +17,7 @@ from ._config import get_config
 
 __all__ = [
     "as_float_array",
+    "floating_dtype",
     "check_finite",
     "check_real_scalar",
     "namespace_of",
@@ -42,8 +43,23 @@ def _dtype_kind(xp: Any, dtype: Any) -> str:
     return "other"
 
 
+def floating_dtype(xp: Any, *arrays: Any) -> Any:
+    """Promoted dtype of the real floating arrays among ``arrays`` (None if there are none)."""
+    floats = [
+        a for a in arrays
+        if a is not None and is_array(a) and _dtype_kind(xp, a.dtype) == "real floating"
+    ]
+    return xp.result_type(*floats) if floats else None
+
+
 def as_float_array(
-    a: Any, name: str, xp: Any, *, ndim: tuple[int, ...] = (2,), device: Any = None
+    a: Any,
+    name: str,
+    xp: Any,
+    *,
+    ndim: tuple[int, ...] = (2,),
+    device: Any = None,
+    int_dtype: Any = None,
 ) -> Any:
     """Return ``a`` as a real floating array of namespace ``xp``.
 
@@ -51,7 +67,9 @@ def as_float_array(
     real floating dtype of the namespace (SPEC Part A #12); anything else (strings,
     objects, complex, half precision) raises ``TypeError``.  ``ndim`` lists the accepted
     numbers of dimensions.  A list or tuple becomes an array on ``device`` (the device
-    of the other arguments).
+    of the other arguments).  ``int_dtype`` (the floating dtype of the other arguments)
+    replaces the namespace default for integer input, so integer labels do not promote
+    float32 data.
     """
     if a is None:
         raise TypeError(f"{name} is required, got None")
@@ -76,8 +94,10 @@ def as_float_array(
             )
     kind = _dtype_kind(xp, a.dtype)
     if kind in ("bool", "integral"):
-        default = xp.__array_namespace_info__().default_dtypes(device=array_device(a))
-        a = xp.astype(a, default["real floating"])
+        if int_dtype is None:
+            info = xp.__array_namespace_info__().default_dtypes(device=array_device(a))
+            int_dtype = info["real floating"]
+        a = xp.astype(a, int_dtype)
     elif kind == "real floating":
         if a.dtype not in (xp.float32, xp.float64):
             raise TypeError(
@@ -139,18 +159,20 @@ def validate_M(M: Any, d: int, xp: Any, dtype: Any) -> tuple[str, Any, Any]:
     """Check a feature matrix; return ``(kind, M, eig)``.
 
     ``kind`` is ``"identity"`` (``M is None``), ``"diag"`` (a length-``d`` vector of
-    non-negative weights) or ``"full"`` (a symmetric PSD ``d x d`` matrix).  The returned
-    array is cast to ``dtype``; a full M is symmetrized, ``(M + M^T) / 2``, and ``eig`` is
-    its ``(eigenvalues, eigenvectors)`` pair (``None`` for the other kinds), so callers
-    can build a factor without a second decomposition.  The caller has already checked
+    non-negative weights) or ``"full"`` (a symmetric PSD ``d x d`` matrix).  A diagonal
+    M is cast to ``dtype``; a full M is symmetrized, ``(M + M^T) / 2``, and keeps float64
+    if it came as float64 (its factor is cast down later), and ``eig`` is its
+    ``(eigenvalues, eigenvectors)`` pair (``None`` for the other kinds), so callers can
+    build a factor without a second decomposition.  The caller has already checked
     that M shares the namespace and device of the data.
     """
     if M is None:
         return "identity", None, None
     M = as_float_array(M, "M", xp, ndim=(1, 2))
     check_finite(M, "M", xp)
-    M = xp.astype(M, dtype)
-    rtol = get_config()[f"matrix_rtol_{dtype_name(xp, dtype)}"]
+    if M.ndim == 1 or M.dtype != xp.float64:
+        M = xp.astype(M, dtype)  # a float64 matrix keeps its precision for the eigh
+    rtol = get_config()[f"matrix_rtol_{dtype_name(xp, M.dtype)}"]
     if M.ndim == 1:
         if M.shape[0] != d:
             raise ValueError(
