@@ -20,7 +20,7 @@ _DEFAULTS: dict[str, Any] = {
     # Force a row-block size (an int >= 1) instead of planning it from working memory.
     "block_rows": None,
     # Self-pair (coincidence) rule, SPEC Part A #10: two points whose computed squared
-    # distance in the transformed space satisfies
+    # distance in the transformed, centered space satisfies
     #     d2 <= atol**2 + rtol_factor * (sqrt(d) + 2) * eps_dtype * (|x|^2 + |z|^2)
     # are treated as the same point: k = kappa(0) and the pair contributes no gradient.
     # The second term is the round-off level of d2 = |x|^2 + |z|^2 - 2 x.z.

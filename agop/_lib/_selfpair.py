@@ -1,7 +1,7 @@
 """The self-pair (coincidence) rule, SPEC Part A #10, in one place.
 
-Two points x, z (already mapped by the factor S of M) count as the same point when the
-computed squared distance ``d2`` satisfies
+Two points x, z (already mapped by the factor S of M, and centered at the mean of the
+centers) count as the same point when the computed squared distance ``d2`` satisfies
 
     d2 <= atol**2 + rho * (|x|^2 + |z|^2),    rho = rtol_factor * (sqrt(d) + 2) * eps,
 
