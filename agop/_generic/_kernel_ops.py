@@ -66,14 +66,14 @@ class _Blocks:
         if kernel.family != "dot":
             # distance kernels are translation invariant: centering at the mean of the
             # centers keeps |x|^2 + |z|^2 - 2 x.z accurate for data far from the origin
+            same = Zt is Xt
             mu = xp.mean(Zt, axis=0)
-            Xt, Zt = (Xt - mu, None) if Zt is Xt else (Xt - mu, Zt - mu)
-            Zt = Xt if Zt is None else Zt
-        self.kernel, self.Xt, self.Zt, self.xp = kernel, Xt, Zt, xp
-        self.atol2, self.rho = self_pair_params(dtype_name(xp, Xt.dtype), Zt.shape[1])
-        if kernel.family != "dot":
+            Xt = Xt - mu
+            Zt = Xt if same else Zt - mu
             self.nx = xp.sum(Xt * Xt, axis=1)
             self.nz = self.nx if Zt is Xt else xp.sum(Zt * Zt, axis=1)
+        self.kernel, self.Xt, self.Zt, self.xp = kernel, Xt, Zt, xp
+        self.atol2, self.rho = self_pair_params(dtype_name(xp, Xt.dtype), Zt.shape[1])
         self.coef = coef
         self.cz = None
         if coef is not None and kernel.family != "lp":
