@@ -7,6 +7,7 @@ compute its AGOP and print which input coordinates it finds relevant.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ import numpy as np
 
 from . import __version__
 from ._ops import agop, kernel_matrix, kernel_mv
+from .bench import names as bench_names
 from .datasets import low_rank
 from .kernels import kernel_names, make_kernel
 from .solvers import solve_ridge
@@ -52,7 +54,22 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--reg", type=float, default=1e-3, help="ridge lambda (1e-3)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
     demo.add_argument("--top", type=_positive_int, default=8, help="rows of the table (8)")
+    bench = sub.add_parser(
+        "bench",
+        help="benchmarks against the peers (xRFM, scikit-learn)",
+        description="Run the benchmark NAME; options after NAME go to it (agop bench NAME -h).",
+    )
+    bench.add_argument("name", help="benchmark name: " + ", ".join(bench_names()))
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="options of that benchmark")
     return parser
+
+
+def run_bench(name: str, options: Sequence[str]) -> int:
+    """Run ``agop.bench.<name>.main(options)``."""
+    if name not in bench_names():
+        raise ValueError(f"unknown benchmark {name!r}; choose one of {bench_names()}")
+    module = importlib.import_module(f"agop.bench.{name}")
+    return int(module.main(list(options)) or 0)
 
 
 def run_demo(args: argparse.Namespace, out=None) -> dict:
@@ -99,6 +116,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             run_demo(args)
+        elif args.command == "bench":
+            return run_bench(args.name, args.options)
     except (ValueError, TypeError) as exc:
         print(f"agop {args.command}: error: {exc}", file=sys.stderr)
         return 2
