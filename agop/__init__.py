@@ -1,7 +1,8 @@
 """agop: feature learning with the Average Gradient Outer Product.
 
-Kernels with a learned feature matrix M, the AGOP of kernel machines, and (in later
-modules) the Recursive Feature Machine family, written once against the Python Array
+Kernels with a learned feature matrix M, the AGOP of kernel machines, and the
+Recursive Feature Machine family (one feature-learning loop, ``agop.rfm``), written
+once against the Python Array
 API so they run on NumPy, torch, CuPy and any Array-API library.
 
 ``import agop`` needs only NumPy, SciPy, numba and array-api-compat; torch, CuPy and
@@ -12,6 +13,8 @@ from ._backends import available_backends
 from ._lib._config import config_context, get_config, set_config
 from ._ops import agop, kernel_matrix, kernel_mv, predictor_grads
 from .autodiff import agop_of, grads_of
+from .estimators import RFMClassifier, RFMRegressor
+from .io import load, save
 from .kernels import (
     Gaussian,
     GeneralizedExponential,
@@ -22,11 +25,19 @@ from .kernels import (
     Quadratic,
     make_kernel,
 )
-from .solvers import solve_ridge
+from .rfm import FitResult, fit_feature_machine
+from .solvers import solve_kernel_ridge, solve_ridge
+from .updates import AGOPUpdate, KernelMachine, UpdateRule
 
 __version__ = "0.1.0.dev0"
 
 __all__ = [
+    "AGOPUpdate",
+    "FitResult",
+    "KernelMachine",
+    "RFMClassifier",
+    "RFMRegressor",
+    "UpdateRule",
     "Gaussian",
     "GeneralizedExponential",
     "Kernel",
@@ -37,14 +48,18 @@ __all__ = [
     "__version__",
     "agop",
     "agop_of",
+    "fit_feature_machine",
     "available_backends",
     "config_context",
     "get_config",
     "grads_of",
     "kernel_matrix",
     "kernel_mv",
+    "load",
     "make_kernel",
     "predictor_grads",
+    "save",
     "set_config",
+    "solve_kernel_ridge",
     "solve_ridge",
 ]

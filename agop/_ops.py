@@ -34,30 +34,26 @@ __all__ = ["agop", "kernel_matrix", "kernel_mv", "pairwise_grads", "predictor_gr
 _CENTERINGS = (None, "per_output", "pooled")
 
 
-@dataclass
-class _Inputs:
-    """Validated inputs of one op call, with the data mapped by the factor of M."""
+@dataclass(frozen=True)
+class FeatureMap:
+    """The map ``x -> S x`` by the symmetric factor ``S`` of ``M`` (``S^T S = M``).
 
+    ``metric`` is ``"identity"`` (``S = I``), ``"diag"`` (``S = diag(sqrt(m))``, stored
+    as the vector) or ``"full"`` (``S = M^{1/2}``).  Kernels of ``M`` are kernels of the
+    identity on mapped data; gradients and AGOPs map back by ``S``.
+    """
+
+    metric: str
+    S: Any
     xp: Any
-    device: Any
-    dtype: Any
-    metric: str  # 'identity' | 'diag' | 'full'
-    S: Any  # symmetric factor (full M) or sqrt(m) (diagonal M) or None
-    Xt: Any
-    Zt: Any
-    coef: Any
-    coef_1d: bool
 
-    def context(self, op: str, kernel: Kernel) -> DispatchContext:
-        return DispatchContext(
-            op=op,
-            namespace=namespace_name(self.xp),
-            device=self.device,
-            dtype=dtype_name(self.xp, self.dtype),
-            kernel=kernel,
-            metric=self.metric,
-            xp=self.xp,
-        )
+    def apply(self, X: Any) -> Any:
+        """Rows mapped: ``X S`` (``X`` already validated, in the map's dtype)."""
+        if self.metric == "identity":
+            return X
+        if self.metric == "diag":
+            return X * self.S
+        return X @ self.S
 
     def grads_back(self, G: Any) -> Any:
         """Map transformed-space gradients back: ``g = S^T g~`` (row form ``g~ S``)."""
@@ -78,6 +74,57 @@ class _Inputs:
             return xp.sum(S * (A @ S), axis=0)
         B = S @ A @ S
         return (B + B.T) / 2.0
+
+
+def feature_map(M: Any, d: int, xp: Any, dtype: Any) -> FeatureMap:
+    """Validate ``M`` (``None``, ``(d,)`` or ``(d, d)``) and factor it once."""
+    metric, Mv, eig = validate_M(M, d, xp, dtype)
+    if metric == "identity":
+        return FeatureMap(metric, None, xp)
+    if metric == "diag":
+        return FeatureMap(metric, xp.sqrt(Mv), xp)
+    evals, evecs = eig
+    # eigenvalues below the numerical rank threshold d * eps * max|lambda| are
+    # round-off of zero: the square root would amplify them (sqrt(1e-17) = 3e-9)
+    cut = d * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
+    root = xp.sqrt(xp.where(evals > cut, evals, 0.0))
+    S = (evecs * root[None, :]) @ evecs.T
+    return FeatureMap(metric, xp.astype((S + S.T) / 2.0, dtype), xp)
+
+
+@dataclass
+class _Inputs:
+    """Validated inputs of one op call, with the data mapped by the factor of M."""
+
+    xp: Any
+    device: Any
+    dtype: Any
+    fmap: FeatureMap
+    Xt: Any
+    Zt: Any
+    coef: Any
+    coef_1d: bool
+
+    @property
+    def metric(self) -> str:
+        return self.fmap.metric
+
+    def context(self, op: str, kernel: Kernel) -> DispatchContext:
+        return DispatchContext(
+            op=op,
+            namespace=namespace_name(self.xp),
+            device=self.device,
+            dtype=dtype_name(self.xp, self.dtype),
+            kernel=kernel,
+            metric=self.metric,
+            xp=self.xp,
+        )
+
+    def grads_back(self, G: Any) -> Any:
+        return self.fmap.grads_back(G)
+
+    def agop_back(self, A: Any, diag: bool) -> Any:
+        return self.fmap.agop_back(A, diag)
 
 
 def _check_kernel(kernel: Any) -> Kernel:
@@ -132,24 +179,10 @@ def _prepare(
     if coef is not None:
         coef = xp.astype(coef, dtype, copy=False)
         check_finite(coef, "coef", xp)
-    metric, Mv, eig = validate_M(M, X.shape[1], xp, dtype)
-    if metric == "identity":
-        S, Xt, Zt = None, X, Z
-    elif metric == "diag":
-        S = xp.sqrt(Mv)
-        Xt = X * S
-        Zt = Xt if same else Z * S
-    else:
-        evals, evecs = eig
-        # eigenvalues below the numerical rank threshold d * eps * max|lambda| are
-        # round-off of zero: the square root would amplify them (sqrt(1e-17) = 3e-9)
-        cut = X.shape[1] * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
-        root = xp.sqrt(xp.where(evals > cut, evals, 0.0))
-        S = (evecs * root[None, :]) @ evecs.T
-        S = xp.astype((S + S.T) / 2.0, dtype)
-        Xt = X @ S
-        Zt = Xt if same else Z @ S
-    return _Inputs(xp, device, dtype, metric, S, Xt, Zt, coef, coef_1d)
+    fmap = feature_map(M, X.shape[1], xp, dtype)
+    Xt = fmap.apply(X)
+    Zt = Xt if same else fmap.apply(Z)
+    return _Inputs(xp, device, dtype, fmap, Xt, Zt, coef, coef_1d)
 
 
 def _run(op: str, kernel: Kernel, inp: _Inputs, backend: str, *args: Any, **kwargs: Any) -> Any:

@@ -1,19 +1,37 @@
 """Ridge solves for the coefficients of a kernel machine.
 
-``solve_ridge`` solves ``(K + reg I) coef = Y`` by a Cholesky factorization with the
-right library for the array: SciPy (LAPACK) for NumPy, ``torch.linalg`` for torch (CPU
-or CUDA), the Array-API ``linalg`` extension otherwise.  Data never leave their library
-or device.
+``solve_ridge`` solves ``(K + reg I) coef = Y`` for a given kernel matrix by a Cholesky
+factorization with the right library for the array: SciPy (LAPACK) for NumPy,
+``torch.linalg`` for torch (CPU or CUDA), the Array-API ``linalg`` extension otherwise.
+``solve_kernel_ridge`` solves the same system from the data: directly, or by
+preconditioned conjugate gradients (``pcg``) with a Nystrom preconditioner over kernel
+products, so that memory stays ``O(n * block)`` when ``K`` does not fit.  Data never
+leave their library or device.
 """
 
 from __future__ import annotations
 
+import logging
+from dataclasses import dataclass
 from typing import Any
 
-from ._lib._compat import array_device, is_numpy_namespace, is_torch_namespace
+import numpy as np
+
+from ._lib._compat import (
+    array_device,
+    dtype_name,
+    finfo_eps,
+    is_numpy_namespace,
+    is_torch_namespace,
+)
+from ._lib._config import get_config
 from ._lib._validation import as_float_array, check_finite, check_real_scalar, namespace_of
 
-__all__ = ["SingularSystemError", "solve_ridge"]
+__all__ = ["SOLVERS", "SingularSystemError", "SolveInfo", "solve_kernel_ridge", "solve_ridge"]
+
+logger = logging.getLogger("agop")
+
+SOLVERS = ("auto", "direct", "pcg")
 
 #: retries after a failed factorization; jitter = JITTER * trace(K)/n * 10**attempt
 _MAX_RETRIES = 3
@@ -22,6 +40,20 @@ _JITTER = 1e-8
 
 class SingularSystemError(ValueError):
     """``K + reg I`` could not be factorized, even after adding jitter."""
+
+
+def _shifted(K: Any, shift: float, xp: Any) -> Any:
+    """A new array ``K + shift * I`` (one n x n allocation)."""
+    n = K.shape[0]
+    if is_numpy_namespace(xp):
+        A = K.copy()
+        A.flat[:: n + 1] += shift
+        return A
+    if is_torch_namespace(xp):
+        A = K.clone()
+        A.diagonal().add_(shift)
+        return A
+    return K + shift * xp.eye(n, dtype=K.dtype, device=array_device(K))
 
 
 def _cholesky_solve(A: Any, Y: Any, xp: Any) -> Any | None:
@@ -100,11 +132,10 @@ def solve_ridge(K: Any, Y: Any, reg: float = 1e-3) -> Any:
     K = xp.astype(K, dtype, copy=False)
     one_d = Y.ndim == 1
     Y = xp.astype(xp.reshape(Y, (n, 1)) if one_d else Y, dtype, copy=False)
-    eye = xp.eye(n, dtype=dtype, device=array_device(K))
     scale = float(xp.sum(xp.linalg.diagonal(K))) / n
     jitter = 0.0
     for attempt in range(_MAX_RETRIES + 1):
-        coef = _cholesky_solve(K + (reg + jitter) * eye, Y, xp)
+        coef = _cholesky_solve(_shifted(K, reg + jitter, xp), Y, xp)
         if coef is not None and bool(xp.all(xp.isfinite(coef))):
             return coef[:, 0] if one_d else coef
         jitter = _JITTER * max(scale, 1e-300) * 10.0**attempt
@@ -113,3 +144,209 @@ def solve_ridge(K: Any, Y: Any, reg: float = 1e-3) -> Any:
         f"with a diagonal jitter up to {jitter:.3g}; use a larger reg (reg = 0 needs "
         "float64 and distinct points)"
     )
+
+
+@dataclass(frozen=True)
+class SolveInfo:
+    """How a kernel ridge system was solved."""
+
+    solver: str  # "direct" or "pcg"
+    iterations: int  # conjugate-gradient iterations (0 for direct)
+    residual: float  # largest relative residual |(K + reg I) coef - Y| / |Y| over columns
+    converged: bool
+    dense: bool  # whether K was held in memory
+
+
+def _resolve_solver(solver: str, n: int, itemsize: int, reg: float) -> tuple[str, bool]:
+    cfg = get_config()
+    fits = n * n * itemsize <= cfg["solver_memory_mb"] * 2**20
+    if solver == "auto":
+        solver = "direct" if (n <= cfg["direct_solve_max_n"] or reg == 0.0) and fits else "pcg"
+    if solver == "direct" and not fits:
+        raise ValueError(
+            f"solver='direct' needs the {n} x {n} kernel matrix "
+            f"({n * n * itemsize / 2**20:.0f} MiB) but agop.config_context(solver_memory_mb="
+            f"{cfg['solver_memory_mb']:g}) allows less; use solver='pcg' or raise the budget"
+        )
+    return solver, fits
+
+
+def _nystrom_preconditioner(kernel: Any, X: Any, reg: float, rank: int, rng: Any, xp: Any):
+    """``v -> P^{-1} v`` for the randomized Nystrom preconditioner of ``K + reg I``.
+
+    ``K ~ U diag(lam) U^T`` from ``rank`` uniformly drawn landmark columns;
+    ``P^{-1} = (lam_r + mu) U diag(1 / (lam + mu)) U^T + (I - U U^T)`` with ``mu = reg``
+    (Frangella, Tropp & Udell, "Randomized Nystrom preconditioning", 2023).
+    """
+    from ._ops import kernel_matrix
+
+    n = X.shape[0]
+    idx = np.sort(rng.choice(n, size=rank, replace=False))
+    dev = array_device(X)
+    landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
+    C = kernel_matrix(kernel, X, landmarks)  # (n, r)
+    Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
+    evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
+    keep = evals > rank * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
+    evals = evals[keep]
+    evecs = evecs[:, keep]
+    B = (C @ evecs) / xp.sqrt(evals)[None, :]  # K_nys = B B^T
+    U, sv, _ = xp.linalg.svd(B, full_matrices=False)
+    lam = sv * sv
+    mu = reg if reg > 0 else float(lam[0]) * finfo_eps(xp, lam.dtype) * n
+    lam_r = float(lam[-1])
+    scale = (lam_r + mu) / (lam + mu) - 1.0  # P^{-1} v = v + U (scale * U^T v)
+
+    def apply(V: Any) -> Any:
+        return V + U @ (scale[:, None] * (U.T @ V))
+
+    return apply
+
+
+def _pcg(matvec, precond, Y: Any, X0: Any, tol: float, max_iter: int, xp: Any):
+    """Conjugate gradients on each column of ``Y`` at once (vectorized over columns)."""
+    X = X0
+    R = Y - matvec(X) if X0 is not None else Y
+    if X is None:
+        X = xp.zeros_like(Y)
+    ynorm = xp.sqrt(xp.sum(Y * Y, axis=0))
+    ynorm = xp.where(ynorm > 0, ynorm, 1.0)
+    rel = xp.sqrt(xp.sum(R * R, axis=0)) / ynorm
+    if bool(xp.all(rel <= tol)):
+        return X, 0, float(xp.max(rel)), True
+    Zp = precond(R)
+    P = Zp
+    rz = xp.sum(R * Zp, axis=0)
+    it = 0
+    for it in range(1, max_iter + 1):
+        AP = matvec(P)
+        active = rel > tol
+        pap = xp.sum(P * AP, axis=0)
+        alpha = xp.where(active & (pap > 0), rz / xp.where(pap > 0, pap, 1.0), 0.0)
+        X = X + alpha[None, :] * P
+        R = R - alpha[None, :] * AP
+        rel = xp.sqrt(xp.sum(R * R, axis=0)) / ynorm
+        if bool(xp.all(rel <= tol)):
+            return X, it, float(xp.max(rel)), True
+        Zp = precond(R)
+        rz_new = xp.sum(R * Zp, axis=0)
+        beta = xp.where(rz != 0, rz_new / xp.where(rz != 0, rz, 1.0), 0.0)
+        P = Zp + beta[None, :] * P
+        rz = rz_new
+    return X, it, float(xp.max(rel)), False
+
+
+def solve_kernel_ridge(
+    kernel: Any,
+    X: Any,
+    Y: Any,
+    reg: float = 1e-3,
+    *,
+    M: Any = None,
+    solver: str = "auto",
+    coef0: Any = None,
+    tol: float | None = None,
+    max_iter: int | None = None,
+    random_state: Any = None,
+) -> tuple[Any, SolveInfo]:
+    """Coefficients of kernel ridge regression: ``(K_M(X, X) + reg I) coef = Y``.
+
+    Parameters
+    ----------
+    kernel : agop.kernels.Kernel
+    X : array, shape (n, d)
+    Y : array, shape (n, c) or (n,)
+    reg : float >= 0
+    M : None, array (d, d) or (d,)
+        Feature matrix of the kernel.
+    solver : {"auto", "direct", "pcg"}
+        ``"direct"``: Cholesky of the ``n x n`` matrix (:func:`solve_ridge`).
+        ``"pcg"``: conjugate gradients preconditioned by a rank-``pcg_rank`` Nystrom
+        approximation; ``K`` is kept in memory when it fits in ``solver_memory_mb`` and
+        otherwise recomputed block by block in every product (memory ``O(n * block)``).
+        ``"auto"``: direct up to ``direct_solve_max_n`` points (and for ``reg = 0``),
+        PCG above (see :func:`agop.get_config`).
+    coef0 : array shaped like ``Y``, optional
+        Starting point of PCG (the previous RFM iterate's coefficients).
+    tol, max_iter : optional
+        PCG stopping rule: every column's relative residual ``<= tol`` (default
+        ``pcg_tol_float64`` / ``pcg_tol_float32``), at most ``max_iter`` iterations.
+    random_state : None, int or numpy Generator
+        Draws the Nystrom landmarks.
+
+    Returns
+    -------
+    coef : array shaped like ``Y``
+    info : SolveInfo
+
+    Examples
+    --------
+    >>> import numpy as np, agop
+    >>> from agop.solvers import solve_kernel_ridge
+    >>> X = np.random.default_rng(0).normal(size=(300, 3)); y = np.sin(X[:, 0])
+    >>> k = agop.Laplace(2.0)
+    >>> a, _ = solve_kernel_ridge(k, X, y, 1e-2, solver="direct")
+    >>> b, info = solve_kernel_ridge(k, X, y, 1e-2, solver="pcg", tol=1e-10)
+    >>> bool(np.allclose(a, b)) and info.converged
+    True
+    """
+    from ._ops import _prepare, kernel_matrix, kernel_mv
+
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    reg = check_real_scalar(reg, "reg", low=0.0, low_open=False)
+    if hasattr(X, "shape") and hasattr(Y, "shape") and len(X.shape) and len(Y.shape):
+        if X.shape[0] != Y.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; they must match")
+    inp = _prepare(X, X, Y, M, names=("X", "X"))
+    xp, Xt, Yc = inp.xp, inp.Xt, inp.coef
+    n = Xt.shape[0]
+    itemsize = 8 if dtype_name(xp, inp.dtype) == "float64" else 4
+    solver, fits = _resolve_solver(solver, n, itemsize, reg)
+    if solver == "direct":
+        K = kernel_matrix(kernel, Xt, Xt)
+        coef = solve_ridge(K, Yc, reg)
+        del K
+        info = SolveInfo("direct", 0, 0.0, True, True)
+    else:
+        cfg = get_config()
+        if tol is None:
+            tol = cfg["pcg_tol_" + dtype_name(xp, inp.dtype)]
+        tol = check_real_scalar(tol, "tol", low=0.0, low_open=True)
+        max_iter = cfg["pcg_max_iter"] if max_iter is None else int(max_iter)
+        if max_iter < 1:
+            raise ValueError(f"max_iter must be >= 1, got {max_iter}")
+        if fits:
+            K = kernel_matrix(kernel, Xt, Xt)
+
+            def matvec(V):
+                return K @ V + reg * V
+        else:
+            K = None
+
+            def matvec(V):
+                return kernel_mv(kernel, Xt, Xt, V) + reg * V
+
+        rng = np.random.default_rng(random_state)
+        rank = min(n, int(cfg["pcg_rank"]))
+        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp)
+        X0 = None
+        if coef0 is not None:
+            X0 = as_float_array(coef0, "coef0", xp, ndim=(1, 2), device=inp.device)
+            X0 = xp.astype(xp.reshape(X0, (n, -1)), inp.dtype)
+            if X0.shape != Yc.shape:
+                raise ValueError(f"coef0 must have the shape of Y, {tuple(Yc.shape)}")
+        coef, iters, res, ok = _pcg(matvec, precond, Yc, X0, tol, max_iter, xp)
+        if not ok:
+            logger.warning(
+                "conjugate gradients stopped after %d iterations at relative residual "
+                "%.2e > tol %.1e; raise max_iter or reg, or use solver='direct'",
+                iters, res, tol,
+            )
+        del K
+        info = SolveInfo("pcg", iters, res, ok, fits)
+    if not bool(xp.all(xp.isfinite(coef))):  # pragma: no cover - guarded by the solvers
+        raise SingularSystemError(
+            f"the kernel ridge solve gave non-finite coefficients (reg={reg:g})"
+        )
+    return (coef[:, 0] if inp.coef_1d else coef), info

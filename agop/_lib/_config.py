@@ -33,7 +33,22 @@ _DEFAULTS: dict[str, Any] = {
     "matrix_rtol_float32": 1e-4,
     # Check every input array for NaN / infinity (one extra pass over the data).
     "check_finite": True,
+    # Kernel ridge solves (agop.solvers.solve_kernel_ridge).  MiB an n x n kernel
+    # matrix may take: the direct solve needs it (twice: K and its factor); the
+    # iterative solver keeps K in memory below it and recomputes blocks of K above it.
+    "solver_memory_mb": 6144.0,
+    # solver="auto" uses the direct (Cholesky) solve up to this many points, preconditioned
+    # conjugate gradients above (Cholesky costs n^3/3 flops, PCG a few dozen n^2 products).
+    "direct_solve_max_n": 6000,
+    # Nystrom preconditioner rank (landmark points) of the conjugate-gradient solver.
+    "pcg_rank": 500,
+    # Conjugate gradients stop when every column has |residual| <= tol * |rhs|.
+    "pcg_tol_float64": 1e-6,
+    "pcg_tol_float32": 1e-4,
+    "pcg_max_iter": 1000,
 }
+
+_INT_OPTIONS = ("direct_solve_max_n", "pcg_rank", "pcg_max_iter")
 
 _config: contextvars.ContextVar[MappingProxyType] = contextvars.ContextVar(
     "agop_config", default=MappingProxyType(dict(_DEFAULTS))
@@ -58,6 +73,9 @@ def _validated(changes: dict[str, Any]) -> dict[str, Any]:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise ValueError(f"block_rows must be None or an int >= 1, got {value!r}")
+        elif key in _INT_OPTIONS:
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{key} must be an int >= 1, got {value!r}")
         elif key == "check_finite":
             if not isinstance(value, bool):
                 raise TypeError(f"check_finite must be a bool, got {value!r}")
