@@ -188,14 +188,16 @@ def _nystrom_preconditioner(kernel: Any, X: Any, reg: float, rank: int, rng: Any
     Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
     evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
     keep = evals > rank * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
-    evals = evals[keep]
-    evecs = evecs[:, keep]
-    B = (C @ evecs) / xp.sqrt(evals)[None, :]  # K_nys = B B^T
+    inv_root = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, evals, 1.0)), 0.0)
+    B = (C @ evecs) * inv_root[None, :]  # K_nys = B B^T (dropped directions are zero)
     U, sv, _ = xp.linalg.svd(B, full_matrices=False)
     lam = sv * sv
-    mu = reg if reg > 0 else float(lam[0]) * finfo_eps(xp, lam.dtype) * n
-    lam_r = float(lam[-1])
-    scale = (lam_r + mu) / (lam + mu) - 1.0  # P^{-1} v = v + U (scale * U^T v)
+    top = float(lam[0])
+    mu = reg if reg > 0 else top * finfo_eps(xp, lam.dtype) * n
+    positive = lam > top * finfo_eps(xp, lam.dtype) * rank
+    lam_r = float(xp.min(xp.where(positive, lam, top)))
+    # P^{-1} v = v + U (scale * U^T v); directions of zero Nystrom eigenvalue are left alone
+    scale = xp.where(positive, (lam_r + mu) / (lam + mu) - 1.0, 0.0)
 
     def apply(V: Any) -> Any:
         return V + U @ (scale[:, None] * (U.T @ V))

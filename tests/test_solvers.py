@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import agop
-from agop.solvers import SingularSystemError
-from agop.testing import assert_close
+from agop.solvers import SingularSystemError, solve_kernel_ridge
+from agop.testing import assert_close, to_numpy
 
 
 def _system(seed=0, n=40, d=3):
@@ -61,3 +61,106 @@ def test_bad_arguments():
     K2[0, 0] = np.nan
     with pytest.raises(ValueError, match="K contains"):
         agop.solve_ridge(K2, Y)
+
+
+# ---------------------------------------------------------------- kernel ridge from data
+
+
+
+
+def _ridge_problem(n=600, d=5, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, d))
+    Y = np.stack([np.sin(X[:, 0]), X[:, 1] * X[:, 2]], axis=1)
+    Xv = rng.normal(size=(200, d))
+    Yv = np.stack([np.sin(Xv[:, 0]), Xv[:, 1] * Xv[:, 2]], axis=1)
+    return X, Y, Xv, Yv
+
+
+@pytest.mark.parametrize("dense", [True, False])
+def test_pcg_agrees_with_the_direct_solve(dense):
+    X, Y, Xv, Yv = _ridge_problem()
+    k = agop.Laplace(3.0)
+    a, ia = solve_kernel_ridge(k, X, Y, 1e-3, solver="direct")
+    budget = 100.0 if dense else 1.0  # MiB: 1 MiB < 600 x 600 x 8 bytes forces blocked K v
+    with agop.config_context(solver_memory_mb=budget, pcg_rank=100):
+        b, ib = solve_kernel_ridge(k, X, Y, 1e-3, solver="pcg", tol=1e-8, random_state=0)
+    assert ia.solver == "direct" and ib.solver == "pcg" and ib.converged and ib.dense == dense
+    K = agop.kernel_matrix(k, X, X)
+    res = np.linalg.norm(K @ b + 1e-3 * b - Y, axis=0) / np.linalg.norm(Y, axis=0)
+    assert res.max() <= 1e-8
+    np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * np.abs(a).max())
+    err_a = np.mean((agop.kernel_mv(k, Xv, X, a) - Yv) ** 2)
+    err_b = np.mean((agop.kernel_mv(k, Xv, X, b) - Yv) ** 2)
+    assert err_b == pytest.approx(err_a, rel=1e-6)
+
+
+def test_pcg_default_tolerance_gives_the_same_validation_error():
+    X, Y, Xv, Yv = _ridge_problem(n=900, seed=1)
+    k, M = agop.Gaussian(2.0), np.diag([1.0, 0.5, 0.1, 0.0, 0.0])
+    a, _ = solve_kernel_ridge(k, X, Y, 1e-3, M=M, solver="direct")
+    b, info = solve_kernel_ridge(k, X, Y, 1e-3, M=M, solver="pcg", random_state=0)
+    assert info.converged and 0 < info.iterations < 200
+    err = [np.mean((agop.kernel_mv(k, Xv, X, c, M) - Yv) ** 2) for c in (a, b)]
+    assert err[1] == pytest.approx(err[0], rel=1e-3)
+
+
+def test_pcg_warm_start_and_preconditioner_help():
+    X, Y, _, _ = _ridge_problem(n=800, seed=2)
+    k = agop.Laplace(2.0)
+    a, cold = solve_kernel_ridge(k, X, Y, 1e-3, solver="pcg", tol=1e-8, random_state=0)
+    _, warm = solve_kernel_ridge(k, X, Y, 1e-3, solver="pcg", tol=1e-8, coef0=a)
+    assert warm.iterations == 0 and warm.converged
+    with agop.config_context(pcg_rank=1):  # (almost) no preconditioner
+        _, plain = solve_kernel_ridge(k, X, Y, 1e-3, solver="pcg", tol=1e-8, random_state=0)
+    assert plain.iterations > 2 * cold.iterations
+
+
+def test_pcg_max_iter_reports_non_convergence(caplog):
+    X, Y, _, _ = _ridge_problem(n=300)
+    with agop.config_context(pcg_rank=2):
+        _, info = solve_kernel_ridge(agop.Laplace(2.0), X, Y, 1e-6, solver="pcg", max_iter=2,
+                                     tol=1e-12)
+    assert not info.converged and info.iterations == 2 and info.residual > 1e-12
+    assert "conjugate gradients stopped" in caplog.text
+
+
+def test_auto_solver_choice():
+    X, Y, _, _ = _ridge_problem(n=200)
+    k = agop.Laplace(2.0)
+    with agop.config_context(direct_solve_max_n=100):
+        _, info = solve_kernel_ridge(k, X, Y, 1e-3)
+        assert info.solver == "pcg"
+        _, info0 = solve_kernel_ridge(k, X, Y, 0.0)  # ridgeless: direct
+        assert info0.solver == "direct"
+    _, info = solve_kernel_ridge(k, X, Y, 1e-3)
+    assert info.solver == "direct"
+    with agop.config_context(solver_memory_mb=0.01):
+        with pytest.raises(ValueError, match="solver='direct' needs"):
+            solve_kernel_ridge(k, X, Y, 1e-3, solver="direct")
+        _, info = solve_kernel_ridge(k, X, Y, 1e-3)
+        assert info.solver == "pcg" and not info.dense
+
+
+def test_kernel_ridge_namespaces(xp):
+    X, Y, _, _ = _ridge_problem(n=150)
+    k = agop.Laplace(2.0)
+    ref, _ = solve_kernel_ridge(k, X, Y, 1e-2, solver="direct")
+    for solver in ("direct", "pcg"):
+        c, _ = solve_kernel_ridge(k, xp.asarray(X), xp.asarray(Y), 1e-2, solver=solver,
+                                  tol=1e-10, random_state=0)
+        assert type(c) is type(xp.asarray(X))
+        np.testing.assert_allclose(to_numpy(c), ref, rtol=1e-6, atol=1e-8)
+
+
+def test_kernel_ridge_rejects_bad_input():
+    X, Y, _, _ = _ridge_problem(n=50)
+    k = agop.Laplace(2.0)
+    with pytest.raises(ValueError, match="solver"):
+        solve_kernel_ridge(k, X, Y, solver="cg")
+    with pytest.raises(ValueError, match="rows"):
+        solve_kernel_ridge(k, X, Y[:10])
+    with pytest.raises(ValueError, match="coef0"):
+        solve_kernel_ridge(k, X, Y, solver="pcg", coef0=np.zeros((50, 3)))
+    with pytest.raises(ValueError, match="reg"):
+        solve_kernel_ridge(k, X, Y, reg=-1)

@@ -1,0 +1,112 @@
+"""Saved models reload without pickle and predict bit-identical numbers."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+import agop
+from agop.datasets import low_rank
+
+
+@pytest.fixture(scope="module")
+def data():
+    return low_rank(300, 8, random_state=0)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: agop.RFMRegressor(iters=2),
+        lambda: agop.RFMRegressor(iters=1, diag=True, kernel=agop.LpqLaplace(3.0, 1.5, 1.0)),
+        lambda: agop.RFMRegressor(iters=1, kernel="gaussian", bandwidth="median", reg=0.0),
+    ],
+)
+def test_regressor_round_trip_is_bit_identical(tmp_path, data, make):
+    X, y = data
+    m = make().fit(X, y)
+    path = agop.save(m, tmp_path / "model")
+    assert path.endswith(".npz")
+    r = agop.load(path)
+    assert type(r) is type(m) and r.get_params() == m.get_params()
+    np.testing.assert_array_equal(r.predict(X), m.predict(X))
+    np.testing.assert_array_equal(r.M_, m.M_)
+    assert r.history_ == m.history_ and r.best_iter_ == m.best_iter_
+    assert r.kernel_ == m.kernel_
+    # the file holds no pickled objects
+    with np.load(path, allow_pickle=False) as f:
+        assert all(f[k].dtype.kind != "O" for k in f.files)
+
+
+def test_classifier_round_trip(tmp_path, data):
+    X, y = data
+    labels = np.where(y > 0, "up", np.where(y < 0, "down", "flat"))
+    c = agop.RFMClassifier(iters=1).fit(X, labels)
+    r = agop.load(agop.save(c, tmp_path / "clf.npz"))
+    np.testing.assert_array_equal(r.predict(X), c.predict(X))
+    np.testing.assert_array_equal(r.predict_proba(X), c.predict_proba(X))
+    assert list(r.classes_) == list(c.classes_)
+
+
+def test_torch_model_reloads_as_torch(tmp_path, data):
+    torch = pytest.importorskip("torch")
+    X, y = data
+    Xt = torch.asarray(X)
+    m = agop.RFMRegressor(iters=1).fit(Xt, torch.asarray(y))
+    r = agop.load(agop.save(m, tmp_path / "t"))
+    assert isinstance(r.M_, torch.Tensor)
+    assert torch.equal(r.predict(Xt), m.predict(Xt))
+    rn = agop.load(tmp_path / "t.npz", like=np.zeros(1))
+    np.testing.assert_allclose(rn.predict(X), m.predict(Xt).numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_bad_files_raise_clear_errors(tmp_path, data):
+    X, y = data
+    path = agop.save(agop.RFMRegressor(iters=0).fit(X, y), tmp_path / "m")
+    blob = open(path, "rb").read()
+    trunc = tmp_path / "trunc.npz"
+    trunc.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(ValueError, match="not a readable agop model"):
+        agop.load(trunc)
+    corrupt = tmp_path / "corrupt.npz"
+    corrupt.write_bytes(b"PK\x03\x04" + b"\x00" * 100)
+    with pytest.raises(ValueError, match="not a readable agop model"):
+        agop.load(corrupt)
+    text = tmp_path / "text.npz"
+    text.write_text("hello")
+    with pytest.raises(ValueError, match="not a readable agop model"):
+        agop.load(text)
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, a=np.zeros(3))
+    with pytest.raises(ValueError, match="not an agop model"):
+        agop.load(foreign)
+    with pytest.raises(FileNotFoundError):
+        agop.load(tmp_path / "missing.npz")
+    # a newer format version
+    newer = tmp_path / "newer.npz"
+    with np.load(path) as f:
+        arrays = {k: f[k] for k in f.files}
+    meta = json.loads(str(arrays["__agop_meta__"][()]))
+    meta["format_version"] = 99
+    arrays["__agop_meta__"] = np.array(json.dumps(meta))
+    np.savez(newer, **arrays)
+    with pytest.raises(ValueError, match="format 99"):
+        agop.load(newer)
+    # a missing array
+    partial = tmp_path / "partial.npz"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(partial, "w") as zout:
+        for item in zin.namelist():
+            if not item.startswith("coef_"):
+                zout.writestr(item, zin.read(item))
+    with pytest.raises(ValueError, match="missing arrays"):
+        agop.load(partial)
+
+
+def test_save_rejects_unfitted_and_foreign_objects(tmp_path):
+    with pytest.raises(ValueError, match="not fitted"):
+        agop.save(agop.RFMRegressor(), tmp_path / "x")
+    with pytest.raises(TypeError, match="RFMRegressor or RFMClassifier"):
+        agop.save(object(), tmp_path / "x")
