@@ -171,7 +171,9 @@ def _resolve_solver(solver: str, n: int, itemsize: int, reg: float) -> tuple[str
     return solver, fits
 
 
-def _nystrom_preconditioner(kernel: Any, X: Any, reg: float, rank: int, rng: Any, xp: Any):
+def _nystrom_preconditioner(
+    kernel: Any, X: Any, reg: float, rank: int, rng: Any, xp: Any, K: Any = None
+):
     """``v -> P^{-1} v`` for the randomized Nystrom preconditioner of ``K + reg I``.
 
     ``K ~ U diag(lam) U^T`` from ``rank`` uniformly drawn landmark columns;
@@ -183,8 +185,11 @@ def _nystrom_preconditioner(kernel: Any, X: Any, reg: float, rank: int, rng: Any
     n = X.shape[0]
     idx = np.sort(rng.choice(n, size=rank, replace=False))
     dev = array_device(X)
-    landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
-    C = kernel_matrix(kernel, X, landmarks)  # (n, r)
+    if K is not None:  # the columns of the kernel matrix at hand
+        C = xp.take(K, xp.asarray(idx, device=dev), axis=1)
+    else:
+        landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
+        C = kernel_matrix(kernel, X, landmarks)  # (n, r)
     Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
     evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
     keep = evals > rank * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
@@ -331,7 +336,7 @@ def solve_kernel_ridge(
 
         rng = np.random.default_rng(random_state)
         rank = min(n, int(cfg["pcg_rank"]))
-        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp)
+        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp, K)
         X0 = None
         if coef0 is not None:
             X0 = as_float_array(coef0, "coef0", xp, ndim=(1, 2), device=inp.device)
