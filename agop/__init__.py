@@ -13,7 +13,6 @@ from ._backends import available_backends
 from ._lib._config import config_context, get_config, set_config
 from ._ops import agop, kernel_matrix, kernel_mv, predictor_grads
 from .autodiff import agop_of, grads_of
-from .estimators import RFMClassifier, RFMRegressor
 from .io import load, save
 from .kernels import (
     Gaussian,
@@ -30,6 +29,24 @@ from .solvers import solve_kernel_ridge, solve_ridge
 from .updates import AGOPUpdate, KernelMachine, UpdateRule
 
 __version__ = "0.1.0.dev0"
+
+_LAZY = {"RFMRegressor": "agop.estimators", "RFMClassifier": "agop.estimators"}
+
+
+def __getattr__(name: str):
+    # the estimators import scikit-learn (when installed) for their base classes: load
+    # them on first use so that ``import agop`` stays light
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'agop' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
 
 __all__ = [
     "AGOPUpdate",
