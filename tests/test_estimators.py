@@ -175,3 +175,14 @@ def test_bad_hyperparameters_get_clear_errors():
     m = agop.RFMRegressor(iters=0).fit(X, y)
     with pytest.raises(ValueError, match="expecting 6 features"):
         m.predict(X[:, :4])
+
+
+def test_direct_and_pcg_fits_agree_on_validation_error():
+    X, y = low_rank(1500, 10, random_state=4)
+    errs = []
+    for solver in ("direct", "pcg"):
+        m = agop.RFMRegressor(iters=2, solver=solver, random_state=0, early_stopping=False)
+        m.fit(X[:1000], y[:1000], X[1000:], y[1000:])
+        errs.append([h["val_metric"] for h in m.history_])
+        assert {h["solver"] for h in m.history_} == {solver}
+    np.testing.assert_allclose(errs[1], errs[0], rtol=1e-4)
