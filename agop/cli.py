@@ -1,7 +1,11 @@
 """The ``agop`` command line.
 
+``agop fit``: fit a Recursive Feature Machine to a CSV file or a bundled data set, report
+each iteration and the learned feature importances, save the model and pictures of M.
+``agop predict``: predictions of a saved model for a CSV file.
 ``agop demo``: fit a kernel machine on the low-rank problem of the original RFM paper,
 compute its AGOP and print which input coordinates it finds relevant.
+``agop bench NAME``: benchmarks against the peers.
 """
 
 from __future__ import annotations
@@ -16,12 +20,20 @@ import numpy as np
 
 from . import __version__
 from ._ops import agop, kernel_matrix, kernel_mv
+from ._tabular import run_fit, run_predict
 from .bench import names as bench_names
-from .datasets import low_rank
+from .datasets import dataset_names, low_rank
 from .kernels import kernel_names, make_kernel
 from .solvers import solve_ridge
 
 TRUE_SUPPORT = (0, 1, 5)
+
+
+def _nonnegative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -54,6 +66,50 @@ def _build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--reg", type=float, default=1e-3, help="ridge lambda (1e-3)")
     demo.add_argument("--seed", type=int, default=0, help="random seed (0)")
     demo.add_argument("--top", type=_positive_int, default=8, help="rows of the table (8)")
+    fit = sub.add_parser(
+        "fit",
+        help="fit a Recursive Feature Machine to a CSV file or a bundled data set",
+        description=(
+            "Fit an RFM (agop.RFMRegressor / RFMClassifier) and report each iteration, the "
+            "test score and the most important features; save the model and pictures of "
+            "M.  Without --data or --dataset it fits the bundled low-rank problem."
+        ),
+    )
+    src = fit.add_mutually_exclusive_group()
+    src.add_argument("--data", metavar="FILE.csv", help="CSV file with a header row")
+    src.add_argument("--dataset", metavar="NAME",
+                     help="bundled data set: " + ", ".join(dataset_names()))
+    fit.add_argument("--target", metavar="COL", help="target column of --data (default: last)")
+    fit.add_argument("--task", choices=("auto", "regression", "classification"), default="auto")
+    fit.add_argument("--kernel", default="laplace", choices=kernel_names(), help="(laplace)")
+    fit.add_argument("--bandwidth", default="10", help="a number or 'median' (10)")
+    fit.add_argument("--reg", type=float, default=1e-3, help="ridge lambda (1e-3)")
+    fit.add_argument("--iters", type=_nonnegative_int, default=5, help="M updates (5)")
+    fit.add_argument("--diag", action="store_true", help="learn a diagonal M")
+    fit.add_argument("--agop-power", type=float, default=1.0, help="M = AGOP^power (1)")
+    fit.add_argument("--normalize", default="max", choices=("max", "fro", "trace", "mean", "none"))
+    fit.add_argument("--centering", default="none", choices=("none", "per_output", "pooled"))
+    fit.add_argument("--solver", default="auto", choices=("auto", "direct", "pcg"))
+    fit.add_argument("--test-size", type=float, default=0.2, help="held-out fraction (0.2)")
+    fit.add_argument("--val-size", type=float, default=0.2,
+                     help="fraction of the training part used to pick the best iterate and "
+                     "stop early (0.2; 0 for none: the last iterate)")
+    fit.add_argument("--no-standardize", action="store_true",
+                     help="do not z-score the features (default: z-score with training stats)")
+    fit.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    fit.add_argument("--out", default="agop_model", metavar="PREFIX",
+                     help="writes PREFIX.npz, PREFIX.json, PREFIX_M.png, "
+                     "PREFIX_importances.png (agop_model)")
+    fit.add_argument("--no-plots", action="store_true", help="do not write the PNG files")
+    pred = sub.add_parser(
+        "predict",
+        help="predict with a model saved by agop fit",
+        description="Read MODEL.npz (and MODEL.json from agop fit), predict for a CSV file.",
+    )
+    pred.add_argument("model", help="PREFIX.npz written by agop fit")
+    pred.add_argument("--data", required=True, metavar="FILE.csv")
+    pred.add_argument("--out", metavar="FILE.csv", help="write predictions here (default: stdout)")
+    pred.add_argument("--proba", action="store_true", help="class probabilities (classifiers)")
     bench = sub.add_parser(
         "bench",
         help="benchmarks against the peers (xRFM, scikit-learn)",
@@ -116,9 +172,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "demo":
             run_demo(args)
+        elif args.command == "fit":
+            run_fit(args)
+        elif args.command == "predict":
+            run_predict(args)
         elif args.command == "bench":
             return run_bench(args.name, args.options)
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OSError) as exc:
         print(f"agop {args.command}: error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -1,14 +1,84 @@
-"""Generated data sets (offline, seeded).
+"""Data sets: generated (offline, seeded) and bundled with the package.
 
 Each generator returns NumPy arrays ``(X, y)`` and is deterministic given
-``random_state``.
+``random_state``.  :func:`load_dataset` returns a :class:`Dataset` for a bundled real
+data set (``breast_cancer``, ``wine``, ``diabetes``, ``digits``, shipped in
+``agop/data/``) or the generated ``lowrank`` problem; nothing is downloaded.
 """
 
 from __future__ import annotations
 
+import gzip
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+
 import numpy as np
 
-__all__ = ["low_rank"]
+__all__ = ["Dataset", "dataset_names", "load_dataset", "low_rank"]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A data set: features ``X`` (n, d) float64, target ``y`` (n,), and what they mean.
+
+    ``task`` is ``"regression"`` or ``"classification"``; for classification ``y`` holds
+    the class names (strings) when the data set names its classes, else integer labels.
+    """
+
+    name: str
+    X: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    task: str
+    feature_names: list[str] = field(repr=False)
+    target_name: str = "target"
+    description: str = field(default="", repr=False)
+
+
+_BUNDLED = ("breast_cancer", "diabetes", "digits", "wine")
+
+
+def dataset_names() -> list[str]:
+    """Names :func:`load_dataset` accepts."""
+    return ["lowrank", *_BUNDLED]
+
+
+def load_dataset(name: str, *, random_state: int | None = 0) -> Dataset:
+    """Load a bundled data set, or generate ``lowrank`` (n = 4000, d = 20).
+
+    Examples
+    --------
+    >>> from agop.datasets import load_dataset
+    >>> ds = load_dataset("wine")
+    >>> ds.X.shape, ds.task, sorted(set(ds.y))
+    ((178, 13), 'classification', ['class_0', 'class_1', 'class_2'])
+    """
+    if not isinstance(name, str):
+        raise TypeError(f"dataset name must be a string, got {type(name).__name__}")
+    key = name.lower().replace("-", "_")
+    if key in ("lowrank", "low_rank"):
+        X, y = low_rank(4000, 20, random_state=random_state)
+        return Dataset(
+            "lowrank", X, y, "regression", [f"x{i}" for i in range(20)], "y",
+            "y = x0 * x1 * 1{x5 > 0}, x ~ N(0, 0.25 I_20) (the low-rank target of the "
+            "RFM paper); only coordinates 0, 1 and 5 matter.",
+        )
+    if key not in _BUNDLED:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {dataset_names()}")
+    data = resources.files("agop") / "data"
+    meta = json.loads((data / "datasets.json").read_text())[key]
+    with (data / f"{key}.csv.gz").open("rb") as raw, gzip.open(raw, "rt") as fh:
+        header = fh.readline().strip().split(",")
+        values = np.loadtxt(fh, delimiter=",", dtype=np.float64, ndmin=2)
+    X, target = values[:, :-1], values[:, -1]
+    if meta["task"] == "classification":
+        codes = target.astype(np.int64)
+        names = meta.get("class_names")
+        y = np.asarray(names)[codes] if names else codes
+    else:
+        y = target
+    return Dataset(key, X, y, meta["task"], header[:-1], meta["target_name"],
+                   meta["description"])
 
 
 def low_rank(

@@ -40,7 +40,7 @@ def test_readme_has_two_setup_commands_and_ci_runs_the_test_one():
     commands = [b.strip() for b in _bash_blocks(setup)]
     assert len(commands) == 2 and all("\n" not in c for c in commands)
     main_job, tests = commands
-    assert main_job.endswith("agop demo") and "pip install -e ." in main_job
+    assert main_job.endswith("agop fit") and "pip install -e '.[plot]'" in main_job
     assert "pytest" in tests and "torch==2.13.0" in tests
     ci = (ROOT / ".ci" / "run").read_text()
     assert tests in ci, ".ci/run must run the README's test command"
