@@ -195,14 +195,18 @@ def _nystrom_preconditioner(
     keep = evals > rank * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
     inv_root = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, evals, 1.0)), 0.0)
     B = (C @ evecs) * inv_root[None, :]  # K_nys = B B^T (dropped directions are zero)
-    U, sv, _ = xp.linalg.svd(B, full_matrices=False)
-    lam = sv * sv
-    top = float(lam[0])
-    mu = reg if reg > 0 else top * finfo_eps(xp, lam.dtype) * n
-    positive = lam > top * finfo_eps(xp, lam.dtype) * rank
+    # eigenvectors of K_nys from the small Gram matrix B^T B (r x r, in float64): much
+    # cheaper than an SVD of the n x r matrix B
+    B64 = xp.astype(B, xp.float64)
+    lam, W = xp.linalg.eigh(B64.T @ B64)
+    top = float(xp.max(lam))
+    positive = lam > top * finfo_eps(xp, B.dtype) * rank
+    lam = xp.where(positive, lam, 0.0)
+    U = xp.astype((B64 @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :], B.dtype)
+    mu = reg if reg > 0 else top * finfo_eps(xp, B.dtype) * n
     lam_r = float(xp.min(xp.where(positive, lam, top)))
     # P^{-1} v = v + U (scale * U^T v); directions of zero Nystrom eigenvalue are left alone
-    scale = xp.where(positive, (lam_r + mu) / (lam + mu) - 1.0, 0.0)
+    scale = xp.astype(xp.where(positive, (lam_r + mu) / (lam + mu) - 1.0, 0.0), B.dtype)
 
     def apply(V: Any) -> Any:
         return V + U @ (scale[:, None] * (U.T @ V))
