@@ -50,7 +50,7 @@ def load_dataset(name: str, *, random_state: int | None = 0) -> Dataset:
     --------
     >>> from agop.datasets import load_dataset
     >>> ds = load_dataset("wine")
-    >>> ds.X.shape, ds.task, sorted(set(ds.y))
+    >>> ds.X.shape, ds.task, sorted(set(ds.y.tolist()))
     ((178, 13), 'classification', ['class_0', 'class_1', 'class_2'])
     """
     if not isinstance(name, str):
