@@ -104,6 +104,7 @@ class _Inputs:
     Zt: Any
     coef: Any
     coef_1d: bool
+    requires_grad: bool = False
 
     @property
     def metric(self) -> str:
@@ -118,6 +119,7 @@ class _Inputs:
             kernel=kernel,
             metric=self.metric,
             xp=self.xp,
+            requires_grad=self.requires_grad,
         )
 
     def grads_back(self, G: Any) -> Any:
@@ -182,7 +184,8 @@ def _prepare(
     fmap = feature_map(M, X.shape[1], xp, dtype)
     Xt = fmap.apply(X)
     Zt = Xt if same else fmap.apply(Z)
-    return _Inputs(xp, device, dtype, fmap, Xt, Zt, coef, coef_1d)
+    grad = any(getattr(a, "requires_grad", False) for a in (Xt, Zt, coef))
+    return _Inputs(xp, device, dtype, fmap, Xt, Zt, coef, coef_1d, bool(grad))
 
 
 def _run(op: str, kernel: Kernel, inp: _Inputs, backend: str, *args: Any, **kwargs: Any) -> Any:

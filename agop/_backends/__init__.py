@@ -28,6 +28,24 @@ __all__ = [
 #: backend name -> module that registers it (imported on first use)
 _BACKEND_MODULES: dict[str, str] = {
     "generic": "agop._backends.generic",
+    "numba_cpu": "agop._backends.numba_cpu",
+    "numba_cuda": "agop._backends.numba_cuda",
+}
+
+
+def _on_cpu(ctx: DispatchContext) -> bool:
+    return ctx.namespace in ("numpy", "torch") and str(ctx.device) == "cpu"
+
+
+def _on_cuda(ctx: DispatchContext) -> bool:
+    return ctx.namespace in ("cupy", "torch") and "cuda" in str(ctx.device).lower()
+
+
+#: ``backend="auto"`` imports a backend module only for inputs it may take, so NumPy
+#: calls never import numba.cuda and array-api-strict calls never import numba.
+_AUTO_GATES: dict[str, Callable[[DispatchContext], bool]] = {
+    "numba_cpu": _on_cpu,
+    "numba_cuda": _on_cuda,
 }
 
 OPS = ("kernel_matrix", "kernel_mv", "predictor_grads", "agop")
@@ -44,6 +62,7 @@ class DispatchContext:
     kernel: Any
     metric: str  # 'identity', 'diag' or 'full'
     xp: Any = None
+    requires_grad: bool = False  # a torch input is tracked by autograd
 
 
 @dataclass(frozen=True)
@@ -114,7 +133,8 @@ def select(op: str, ctx: DispatchContext, backend: str = "auto") -> Implementati
             f"unknown backend {backend!r}; choose 'auto' or one of {sorted(_BACKEND_MODULES)}"
         )
     for name in _BACKEND_MODULES if backend == "auto" else (backend,):
-        _load(name)
+        if backend != "auto" or _AUTO_GATES.get(name, bool)(ctx):
+            _load(name)
     impls = _REGISTRY[op]
     if backend == "auto":
         for impl in impls:

@@ -1,0 +1,333 @@
+"""Compiled CPU implementations of the ops (numba), for NumPy arrays and torch CPU tensors.
+
+Euclidean M-norm kernels (``"radial"``) and the inner-product kernel (``"dot"``) are
+matrix products plus one fused pass: BLAS forms ``x . z`` for a row block, one parallel
+loop turns it in place into kernel values (or gradient weights ``kappa'(r)/r``) with the
+self-pair rule applied, and BLAS again contracts the block with the coefficients.  L_p
+kernels (``"lp"``: product Laplace, L_pq) have no matrix-product form; parallel loops
+over rows compute each pair's ``||x - z||_p^p`` and gradient directly and never build an
+``n x m x d`` temporary.
+
+The kernel maths comes from :mod:`agop._backends._scalar`, the same plain functions the
+CUDA backend compiles.  Loops are compiled lazily (first call per dtype), cached on disk
+(``cache=True``; ``NUMBA_CACHE_DIR`` moves the cache), and use the fast-math flags in
+:data:`FASTMATH`: no ``nnan``/``ninf``, so NaN and infinity behave as in IEEE arithmetic.
+
+torch CPU tensors reach the loops as zero-copy NumPy views (``np.from_dlpack`` of the
+detached tensor) and results come back as torch tensors.  Inputs that require autograd
+are left to the generic path, which torch can differentiate.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+from numba import njit, prange
+
+from .._generic import AGOPAccumulator
+from .._lib._blocking import plan_blocks
+from .._lib._compat import namespace_name
+from .._lib._selfpair import self_pair_params
+from . import OPS, DispatchContext, _scalar, register
+
+__all__ = ["FASTMATH", "agop", "kernel_matrix", "kernel_mv", "predictor_grads"]
+
+#: Fast-math flags of every loop: contraction to FMA, reciprocal and approximate
+#: functions, sign of zero and reassociation of sums (so that the L_p coordinate sums
+#: vectorize).  ``nnan`` and ``ninf`` are left out on purpose: NaN and inf propagate.
+FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
+
+_scalar_jit = njit(fastmath=FASTMATH, cache=True)
+_radial_exponent = _scalar_jit(_scalar.radial_exponent)
+_radial_weight = _scalar_jit(_scalar.radial_weight)
+_dot_value = _scalar_jit(_scalar.dot_value)
+_dot_weight = _scalar_jit(_scalar.dot_weight)
+_lp_power_sum = _scalar_jit(_scalar.lp_power_sum)
+_lp_t = _scalar_jit(_scalar.lp_t)
+_lp_scale = _scalar_jit(_scalar.lp_scale)
+_lp_coord = _scalar_jit(_scalar.lp_coord)
+_lp_sign = _scalar_jit(_scalar.lp_sign)
+_QUADRATIC = _scalar.QUADRATIC
+
+_loop = njit(parallel=True, fastmath=FASTMATH, cache=True)
+
+
+@_loop
+def _pair_pass(T, nx, nz, atol2, rho, code, L, q, want_weight):  # pragma: no cover - jitted
+    """In place: ``T[i, j] = x_i . z_j`` becomes ``k`` (or the gradient weight ``w``).
+
+    Radial kernels use ``d2 = |x|^2 + |z|^2 - 2 x.z`` and the self-pair rule
+    ``d2 <= rho (|x|^2 + |z|^2) + atol2`` (coincident: ``k = 1``, ``w = 0``)."""
+    b, m = T.shape
+    if code == _QUADRATIC:
+        for i in prange(b):
+            for j in range(m):
+                T[i, j] = _dot_weight(T[i, j]) if want_weight else _dot_value(T[i, j])
+        return
+    for i in prange(b):
+        for j in range(m):
+            nrm = nx[i] + nz[j]
+            d2 = nrm - (T[i, j] + T[i, j])
+            if d2 <= rho * nrm + atol2:
+                T[i, j] = 0.0 if want_weight else 1.0
+            else:
+                k = math.exp(_radial_exponent(code, d2, L, q))
+                T[i, j] = _radial_weight(code, d2, k, L, q) if want_weight else k
+
+
+@njit(fastmath=FASTMATH, cache=True)
+def _lp_pair(X, Z, i, j, p):  # pragma: no cover - jitted
+    """``(||x_i - z_j||_p^p, ||x_i - z_j||_2^2)``."""
+    s = 0.0
+    d2 = 0.0
+    if p == 1.0:  # the L1 loop apart, so that it vectorizes
+        for a in range(X.shape[1]):
+            diff = X[i, a] - Z[j, a]
+            d2 += diff * diff
+            s += abs(diff)
+    else:
+        for a in range(X.shape[1]):
+            diff = X[i, a] - Z[j, a]
+            d2 += diff * diff
+            s += _lp_power_sum(diff, p)
+    return s, d2
+
+
+@_loop
+def _lp_loop(X, Z, nx, nz, atol2, rho, p, q, logL, coef, K, out, G, mode):  # pragma: no cover
+    """The L_p kernel loops, one compiled function for the three ops (``mode``):
+
+    0: ``K[i, j] = exp(-(||x_i - z_j||_p / L)^q)``;
+    1: ``out[i, l] = sum_j k(x_i, z_j) coef[j, l]``;
+    2: ``G[i, l, a] = sum_j coef[j, l] d k(x_i, z_j) / d x_a`` (coincident pairs: 0).
+    """
+    c = coef.shape[1]
+    d = X.shape[1]
+    for i in prange(X.shape[0]):
+        direction = np.empty(d, dtype=X.dtype)
+        for j in range(Z.shape[0]):
+            s, d2 = _lp_pair(X, Z, i, j, p)
+            near = d2 <= rho * (nx[i] + nz[j]) + atol2
+            if mode == 2:
+                if near:
+                    continue
+                t = _lp_t(s, p, q, logL)
+                scale = _lp_scale(s, t, math.exp(-t), q)
+                if scale == 0.0:
+                    continue
+                if p == 1.0:
+                    for a in range(d):
+                        direction[a] = scale * _lp_sign(X[i, a] - Z[j, a])
+                else:
+                    for a in range(d):
+                        direction[a] = scale * _lp_coord(X[i, a] - Z[j, a], p)
+                for l in range(c):
+                    w = coef[j, l]
+                    for a in range(d):
+                        G[i, l, a] += w * direction[a]
+                continue
+            k = 1.0 if near else math.exp(-_lp_t(s, p, q, logL))
+            if mode == 0:
+                K[i, j] = k
+            else:
+                for l in range(c):
+                    out[i, l] += k * coef[j, l]
+
+
+# --------------------------------------------------------------------------- wrappers
+
+#: rows per GEMM of the kernel matrix (OpenBLAS is several times slower on one huge call)
+_GEMM_ROWS = 2048
+
+
+def _to_numpy(a: Any) -> np.ndarray:
+    """A C-contiguous NumPy view of a NumPy array or a torch CPU tensor (zero-copy when
+    it already is contiguous)."""
+    if not isinstance(a, np.ndarray):
+        a = np.from_dlpack(a.detach())
+    return np.ascontiguousarray(a)
+
+
+def _from_numpy(a: np.ndarray, xp: Any) -> Any:
+    if namespace_name(xp) == "torch":
+        import torch
+
+        return torch.from_numpy(a)
+    return a
+
+
+class _Problem:
+    """Centered NumPy data and the constants of the self-pair rule for one call."""
+
+    def __init__(self, kernel: Any, Xt: Any, Zt: Any, coef: Any = None) -> None:
+        same = Zt is Xt
+        X, Z = _to_numpy(Xt), None
+        Z = X if same else _to_numpy(Zt)
+        self.dtype = X.dtype.type
+        self.family = kernel.family
+        if self.family != "dot":
+            # distance kernels are translation invariant: center at the mean of the
+            # centers so that |x|^2 + |z|^2 - 2 x.z stays accurate far from the origin
+            mu = Z.mean(axis=0)
+            X = X - mu
+            Z = X if same else Z - mu
+            self.nx = np.einsum("ij,ij->i", X, X)
+            self.nz = self.nx if same else np.einsum("ij,ij->i", Z, Z)
+        else:
+            self.nx = self.nz = np.zeros(1, dtype=X.dtype)
+        self.X, self.Z = X, Z
+        # a contiguous copy of Z^T: OpenBLAS takes a slow path for X @ X.T on one buffer
+        self.ZT = None if self.family == "lp" else np.ascontiguousarray(Z.T)
+        atol2, rho = self_pair_params(np.dtype(self.dtype).name, Z.shape[1])
+        self.atol2, self.rho = self.dtype(atol2), self.dtype(rho)
+        if self.family == "lp":
+            self.p, self.q = float(kernel.p), float(kernel.q)
+            self.logL = math.log(kernel.bandwidth)
+            # the L_p loops sum in float64 and are compiled for float64 only
+            self.X64 = np.ascontiguousarray(X, dtype=np.float64)
+            self.Z64 = self.X64 if same else np.ascontiguousarray(Z, dtype=np.float64)
+        else:
+            self.code, L, q = _scalar.kernel_code(kernel)
+            self.L, self.q = self.dtype(L), self.dtype(q)
+        self.coef = None if coef is None else _to_numpy(coef)
+
+    def lp(self, mode: int, i0: int = 0, i1: int | None = None) -> np.ndarray:
+        """Run the L_p loop on rows ``i0:i1``: the kernel block (``mode`` 0), its product
+        with ``coef`` (1) or the predictor gradients (2), in the data's dtype."""
+        i1 = self.X.shape[0] if i1 is None else i1
+        b, m, d = i1 - i0, self.Z.shape[0], self.Z.shape[1]
+        coef = np.zeros((1, 1)) if self.coef is None else self.coef.astype(np.float64)
+        c = coef.shape[1]
+        shapes = {0: ((b, m), (1, 1), (1, 1, 1)), 1: ((1, 1), (b, c), (1, 1, 1)),
+                  2: ((1, 1), (1, 1), (b, c, d))}[mode]
+        outs = [np.zeros(shape) for shape in shapes]
+        _lp_loop(
+            self.X64[i0:i1], self.Z64, self.nx[i0:i1].astype(np.float64),
+            self.nz.astype(np.float64), float(self.atol2), float(self.rho), self.p, self.q,
+            self.logL, coef, *outs, mode,
+        )
+        return outs[mode].astype(self.dtype, copy=False)
+
+    def block(self, i0: int, i1: int, out: np.ndarray, *, weight: bool) -> np.ndarray:
+        """Kernel values (or gradient weights) of rows ``i0:i1``, written into ``out``."""
+        T = np.matmul(self.X[i0:i1], self.ZT, out=out[: i1 - i0])
+        _pair_pass(
+            T, self.nx[i0:i1], self.nz, self.atol2, self.rho, self.code, self.L, self.q, weight
+        )
+        return T
+
+    def block_grads(self, i0: int, i1: int, buf: np.ndarray, cz: np.ndarray) -> np.ndarray:
+        """Transformed-space predictor gradients of rows ``i0:i1``: ``(b, c, d)``."""
+        b, (m, d), c = i1 - i0, self.Z.shape, self.coef.shape[1]
+        if self.family == "lp":
+            return self.lp(2, i0, i1)
+        W = self.block(i0, i1, buf, weight=True)
+        G = (W @ cz).reshape(b, c, d)
+        if self.family == "radial":  # sum_j w_ij coef_jl (x_i - z_j)
+            G = np.subtract((W @ self.coef)[:, :, None] * self.X[i0:i1, None, :], G, out=G)
+        return G
+
+    def weighted_centers(self) -> np.ndarray:
+        """``cz[j, l*d + a] = coef[j, l] * z_j[a]`` (one GEMM gives the gradient sums)."""
+        m, d = self.Z.shape
+        return (self.coef[:, :, None] * self.Z[:, None, :]).reshape(m, -1)
+
+
+def _grad_plan(prob: _Problem):
+    """Row blocks of the gradient loop: a block of weights plus its gradients."""
+    (m, d), c = prob.Z.shape, prob.coef.shape[1]
+    size = np.dtype(prob.dtype).itemsize
+    if prob.family == "lp":  # float64 gradients of the block and their cast
+        return plan_blocks(prob.X.shape[0], (8 + size) * c * d)
+    return plan_blocks(prob.X.shape[0], (m + 3 * c * d + c) * size, m * c * d * size)
+
+
+def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
+    """``K[i, j] = k(Xt[i], Zt[j])``: one GEMM into the output, then one fused pass."""
+    prob = _Problem(kernel, Xt, Zt)
+    if prob.family == "lp":
+        return _from_numpy(prob.lp(0), xp)
+    K = np.empty((prob.X.shape[0], prob.Z.shape[0]), dtype=prob.dtype)
+    for i0 in range(0, K.shape[0], _GEMM_ROWS):
+        i1 = min(i0 + _GEMM_ROWS, K.shape[0])
+        prob.block(i0, i1, K[i0:], weight=False)
+    return _from_numpy(K, xp)
+
+
+def kernel_mv(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
+    """``K(Xt, Zt) @ coef`` in row blocks of the planned size."""
+    prob = _Problem(kernel, Xt, Zt, coef)
+    n, (m, c) = prob.X.shape[0], prob.coef.shape
+    if prob.family == "lp":
+        return _from_numpy(prob.lp(1), xp)
+    out = np.empty((n, c), dtype=prob.dtype)
+    plan = plan_blocks(n, (m + c) * np.dtype(prob.dtype).itemsize)
+    buf = np.empty((plan.block_rows, m), dtype=prob.dtype)
+    for i0, i1 in plan:
+        np.matmul(prob.block(i0, i1, buf, weight=False), prob.coef, out=out[i0:i1])
+    return _from_numpy(out, xp)
+
+
+def predictor_grads(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
+    """Gradients of ``f(x) = sum_j coef_j k(x, z_j)`` at the rows of ``Xt``: ``(n, c, d)``."""
+    prob = _Problem(kernel, Xt, Zt, coef)
+    n, (m, d), c = prob.X.shape[0], prob.Z.shape, prob.coef.shape[1]
+    if prob.family == "lp":
+        return _from_numpy(prob.lp(2), xp)
+    plan = _grad_plan(prob)
+    buf = np.empty((plan.block_rows, m), dtype=prob.dtype)
+    cz = prob.weighted_centers()
+    G = np.empty((n, c, d), dtype=prob.dtype)
+    for i0, i1 in plan:
+        G[i0:i1] = prob.block_grads(i0, i1, buf, cz)
+    return _from_numpy(G, xp)
+
+
+def agop(
+    kernel: Any, Xt: Any, Zt: Any, coef: Any, *, centering: str | None, diag: bool, xp: Any
+) -> Any:
+    """AGOP over the rows of ``Xt`` (transformed space): gradients of one row block at a
+    time, each block's outer products by one BLAS call."""
+    prob = _Problem(kernel, Xt, Zt, coef)
+    plan = _grad_plan(prob)
+    buf = None if prob.family == "lp" else np.empty((plan.block_rows, prob.Z.shape[0]), prob.dtype)
+    cz = None if prob.family == "lp" else prob.weighted_centers()
+    acc = AGOPAccumulator(centering=centering, diag=diag, xp=np)
+    for i0, i1 in plan:
+        acc.add(prob.block_grads(i0, i1, buf, cz))
+    return _from_numpy(np.ascontiguousarray(acc.finish()), xp)
+
+
+# --------------------------------------------------------------------------- registry
+
+_KERNEL_NAMES = frozenset(
+    {"laplace", "gaussian", "generalized_exponential", "lpq_laplace", "product_laplace",
+     "quadratic"}
+)
+
+
+def is_usable_for(ctx: DispatchContext) -> bool:
+    """NumPy arrays or torch CPU tensors (not requiring grad), float32/float64, and one of
+    agop's own kernels."""
+    return (
+        ctx.namespace in ("numpy", "torch")
+        and str(ctx.device) == "cpu"
+        and ctx.dtype in ("float32", "float64")
+        and not ctx.requires_grad
+        and getattr(ctx.kernel, "name", None) in _KERNEL_NAMES
+        and type(ctx.kernel).__module__ == "agop.kernels"
+    )
+
+
+_REQUIREMENT = (
+    "NumPy arrays or torch CPU tensors that do not require grad, float32 or float64, and "
+    "one of agop's kernels"
+)
+
+for _op in OPS:
+    register(
+        _op, "numba_cpu", globals()[_op], is_usable_for=is_usable_for, priority=10,
+        requirement=_REQUIREMENT,
+    )

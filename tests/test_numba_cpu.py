@@ -1,0 +1,234 @@
+"""The compiled CPU backend: every op = generic = naive, dispatch, zero-copy torch,
+compile budget and memory budget."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import tracemalloc
+
+import numpy as np
+import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
+
+import agop
+from agop import _backends
+from agop._backends import DispatchContext
+from agop.testing import assert_close
+
+from . import naive
+from .strategies import kernels, min_distinct_gap, problems
+from .test_kernels import ALL_KERNELS
+
+F64 = {"rtol": 1e-10, "atol": 1e-12}
+
+OPS = {
+    "kernel_matrix": lambda k, X, Z, c, M, b: agop.kernel_matrix(k, X, Z, M, backend=b),
+    "kernel_mv": lambda k, X, Z, c, M, b: agop.kernel_mv(k, X, Z, c, M, backend=b),
+    "predictor_grads": lambda k, X, Z, c, M, b: agop.predictor_grads(k, X, Z, c, M, backend=b),
+    "agop": lambda k, X, Z, c, M, b: agop.agop(k, X, Z, c, M, backend=b),
+    "agop_per_output": lambda k, X, Z, c, M, b: agop.agop(
+        k, X, Z, c, M, centering="per_output", backend=b
+    ),
+    "agop_pooled_diag": lambda k, X, Z, c, M, b: agop.agop(
+        k, X, Z, c, M, centering="pooled", diag=True, backend=b
+    ),
+}
+
+NAIVE = {
+    "kernel_matrix": lambda k, X, Z, c, M: naive.kernel_matrix(k, X, Z, M),
+    "kernel_mv": lambda k, X, Z, c, M: naive.kernel_matrix(k, X, Z, M) @ c,
+    "predictor_grads": lambda k, X, Z, c, M: naive.predictor_grads(k, X, Z, c, M),
+    "agop": lambda k, X, Z, c, M: naive.agop(k, X, Z, c, M),
+    "agop_per_output": lambda k, X, Z, c, M: naive.agop(k, X, Z, c, M, centering="per_output"),
+    "agop_pooled_diag": lambda k, X, Z, c, M: naive.agop(
+        k, X, Z, c, M, centering="pooled", diag=True
+    ),
+}
+
+
+@given(kernel=kernels, prob=problems(), op=st.sampled_from(sorted(OPS)),
+       rows=st.sampled_from([None, 1, 3]))
+def test_numba_equals_generic_and_naive_float64(kernel, prob, op, rows):
+    X, Z, coef, M = prob
+    with agop.config_context(block_rows=rows):
+        fast = OPS[op](kernel, X, Z, coef, M, "numba_cpu")
+    slow = OPS[op](kernel, X, Z, coef, M, "generic")
+    assert_close(fast, slow, dtype=np.float64, err_msg=op, **F64)
+    assert_close(fast, NAIVE[op](kernel, X, Z, coef, M), dtype=np.float64, err_msg=op, **F64)
+
+
+@given(kernel=kernels, prob=problems(max_n=7, max_d=4), op=st.sampled_from(sorted(OPS)))
+def test_numba_equals_generic_float32(kernel, prob, op):
+    X, Z, coef, M = prob
+    assume(min_distinct_gap(X, Z) > 0.2 and min_distinct_gap(X, X) > 0.2)
+    if M is not None and M.ndim == 2:
+        M = M + 0.1 * np.eye(len(M))  # keep distinct points distinct in the M-metric
+    args = [a.astype(np.float32) for a in (X, Z, coef)] + [
+        None if M is None else M.astype(np.float32)
+    ]
+    fast = OPS[op](kernel, *args, "numba_cpu")
+    slow = OPS[op](kernel, *args, "generic")
+    ref = NAIVE[op](kernel, *args)
+    scale = max(float(np.max(np.abs(ref))), 1e-6)
+    tol = {"rtol": 2e-3, "atol": 1e-4 * scale}
+    assert_close(fast, slow, dtype=np.float32, err_msg=op, **tol)
+    assert_close(fast, ref, dtype=np.float32, err_msg=op, **tol)
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS, ids=repr)
+def test_exact_duplicates_in_float32_are_coincident(kernel):
+    """The self-pair rule in the fused loops: repeated rows give kappa(0) and no gradient."""
+    rng = np.random.default_rng(3)
+    X = (rng.normal(size=(6, 3)) * 100 + 1e4).astype(np.float32)
+    X[4] = X[1]
+    coef = rng.normal(size=(6, 2)).astype(np.float32)
+    fast = agop.kernel_matrix(kernel, X, X, backend="numba_cpu")
+    slow = agop.kernel_matrix(kernel, X, X, backend="generic")
+    assert_close(fast, slow, rtol=1e-4, atol=1e-6, dtype=np.float32)
+    G = agop.predictor_grads(kernel, X, X, coef, backend="numba_cpu")
+    assert np.all(np.isfinite(G))
+    assert_close(
+        G, agop.predictor_grads(kernel, X, X, coef, backend="generic"),
+        rtol=1e-3, atol=1e-5 * float(np.abs(G).max()), dtype=np.float32,
+    )
+
+
+@pytest.mark.parametrize("kernel", ALL_KERNELS, ids=repr)
+def test_n_one_d_one(kernel):
+    for X, Z in ((np.array([[0.5]]), np.array([[0.5]])), (np.array([[0.5]]), np.array([[2.0]]))):
+        coef = np.array([[1.5]])
+        for op in OPS:
+            fast = OPS[op](kernel, X, Z, coef, None, "numba_cpu")
+            assert_close(fast, NAIVE[op](kernel, X, Z, coef, None), err_msg=op, **F64)
+
+
+def _ctx(op, namespace="numpy", device="cpu", dtype="float64", kernel=None, **kw):
+    return DispatchContext(
+        op=op, namespace=namespace, device=device, dtype=dtype,
+        kernel=kernel or agop.Laplace(1.0), metric="full", **kw,
+    )
+
+
+@pytest.mark.parametrize("op", _backends.OPS)
+def test_registry_truth_table(op):
+    """NumPy and torch CPU get the compiled loops; autograd inputs and other libraries
+    get the generic path; forcing works or says why not."""
+    sel = _backends.select
+    for kernel in ALL_KERNELS:
+        for dtype in ("float32", "float64"):
+            assert sel(op, _ctx(op, dtype=dtype, kernel=kernel)).backend == "numba_cpu"
+            assert sel(op, _ctx(op, "torch", dtype=dtype, kernel=kernel)).backend == "numba_cpu"
+    assert sel(op, _ctx(op, "torch", requires_grad=True)).backend == "generic"
+    assert sel(op, _ctx(op, "array_api_strict", device="CPU_DEVICE")).backend == "generic"
+    assert sel(op, _ctx(op), "generic").backend == "generic"
+    with pytest.raises(ValueError, match="numba_cpu.*NumPy arrays or torch CPU tensors"):
+        sel(op, _ctx(op, "array_api_strict", device="CPU_DEVICE"), "numba_cpu")
+    with pytest.raises(ValueError, match="numba_cpu"):
+        sel(op, _ctx(op, "torch", device="cuda:0"), "numba_cpu")
+
+
+def test_dispatch_of_real_calls(monkeypatch):
+    """Which implementation actual calls reach (a silent fallback would show here)."""
+    torch = pytest.importorskip("torch")
+    import array_api_strict
+
+    seen = []
+    real = _backends.select
+
+    def spy(op, ctx, backend="auto"):
+        impl = real(op, ctx, backend)
+        seen.append(impl.backend)
+        return impl
+
+    monkeypatch.setattr(_backends, "select", spy)
+    X = np.random.default_rng(0).normal(size=(5, 3))
+    k = agop.Laplace(2.0)
+    agop.agop(k, X, X, X[:, 0])
+    agop.agop(k, torch.from_numpy(X), torch.from_numpy(X), torch.from_numpy(X[:, 0]))
+    Xg = torch.from_numpy(X).requires_grad_(True)
+    agop.kernel_mv(k, Xg, torch.from_numpy(X), torch.from_numpy(X[:, 0]))
+    Xs = array_api_strict.asarray(X)
+    agop.agop(k, Xs, Xs, Xs[:, 0])
+    assert seen == ["numba_cpu", "numba_cpu", "generic", "generic"]
+
+
+def test_torch_cpu_tensors_are_zero_copy_and_come_back_as_torch():
+    torch = pytest.importorskip("torch")
+    from agop._backends import numba_cpu
+
+    t = torch.arange(12, dtype=torch.float64).reshape(4, 3)
+    view = numba_cpu._to_numpy(t)
+    assert view.ctypes.data == t.data_ptr()  # no copy on the way in
+    coef = torch.ones(4, 2, dtype=torch.float32)
+    for op in OPS:
+        out = OPS[op](agop.Laplace(3.0), t.float(), t.float(), coef, None, "numba_cpu")
+        assert isinstance(out, torch.Tensor) and out.dtype == torch.float32
+    Xg = t.clone().requires_grad_(True)
+    f = agop.kernel_mv(agop.Gaussian(2.0), Xg, t, torch.ones(4, dtype=torch.float64))
+    f.sum().backward()  # the generic path keeps autograd working
+    assert Xg.grad is not None and torch.all(torch.isfinite(Xg.grad))
+
+
+_COMPILE_ALL = textwrap.dedent(
+    """
+    import json, time, numpy as np, agop
+    t0 = time.perf_counter()
+    rng = np.random.default_rng(0)
+    for dtype in (np.float64, np.float32):
+        X = rng.normal(size=(5, 3)).astype(dtype)
+        c = rng.normal(size=(5, 2)).astype(dtype)
+        for k in (agop.Laplace(1.0), agop.Quadratic(), agop.ProductLaplace(1.0),
+                  agop.LpqLaplace(1.0, 1.5, 1.0)):
+            agop.kernel_matrix(k, X, X, backend="numba_cpu")
+            agop.kernel_mv(k, X, X, c, backend="numba_cpu")
+            agop.predictor_grads(k, X, X, c, backend="numba_cpu")
+            agop.agop(k, X, X, c, backend="numba_cpu")
+    print(json.dumps(time.perf_counter() - t0))
+    """
+)
+
+
+def test_compile_budget_cold_and_cached(tmp_path):
+    """Cold first calls of every CPU loop in both dtypes <= 15 s; a second process that
+    loads them from the on-disk cache <= 2 s."""
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path / "cache"))
+    times = []
+    for _ in range(2):
+        out = subprocess.run(
+            [sys.executable, "-c", _COMPILE_ALL], env=env, capture_output=True, text=True,
+            check=True,
+        )
+        times.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    cold, cached = times
+    assert cold <= 15.0, f"first calls took {cold:.1f} s"
+    assert cached <= 2.0, f"cached calls took {cached:.1f} s"
+    assert any((tmp_path / "cache").rglob("*.nbi"))  # the index files of the cache
+
+
+@pytest.mark.parametrize("kernel", [agop.Laplace(10.0), agop.ProductLaplace(10.0)], ids=repr)
+def test_peak_memory_at_n_20000_d_100(kernel):
+    """agop and kernel_mv at n = 20 000, d = 100 stay within the planned block budget:
+    never an n x n (1.6 GB) or n x n x d array."""
+    rng = np.random.default_rng(0)
+    n = 20_000 if kernel.family != "lp" else 2_000  # the L_p loops are O(n^2 d) scalar work
+    X = rng.normal(size=(n, 100)).astype(np.float32)
+    coef = rng.normal(size=(n, 1)).astype(np.float32)
+    budget_mb = 64
+    inputs = X.nbytes + coef.nbytes
+    with agop.config_context(working_memory_mb=budget_mb):
+        for op in (
+            lambda X, c: agop.kernel_mv(kernel, X, X, c, backend="numba_cpu"),
+            lambda X, c: agop.agop(kernel, X, X, c, backend="numba_cpu"),
+        ):
+            op(X[:10], coef[:10])  # compile outside the measurement
+            tracemalloc.start()
+            op(X, coef)
+            _, peak = tracemalloc.get_traced_memory()
+            tracemalloc.stop()
+            assert peak < budget_mb * 2**20 * 1.25 + 3 * inputs, peak / 2**20
+            assert peak < n * n * 4  # never the whole kernel matrix
