@@ -220,7 +220,7 @@ class _Problem:
 
     def block_grads(self, i0: int, i1: int, buf: np.ndarray, cz: np.ndarray) -> np.ndarray:
         """Transformed-space predictor gradients of rows ``i0:i1``: ``(b, c, d)``."""
-        b, (m, d), c = i1 - i0, self.Z.shape, self.coef.shape[1]
+        b, d, c = i1 - i0, self.Z.shape[1], self.coef.shape[1]
         if self.family == "lp":
             return self.lp(2, i0, i1)
         W = self.block(i0, i1, buf, weight=True)
