@@ -87,10 +87,17 @@ def lp_power_sum(diff, p):
     return abs(diff) ** p
 
 
-def lp_t(s, p, q, logL):
-    """``t = (||x - z||_p / L)^q`` from ``s = ||x - z||_p^p``, via logarithms (no overflow
-    of ``s^(1/p)`` for small ``p``); ``logL = log(L)``."""
+def lp_t(s, p, q, logL, inv_Lq):
+    """``t = (||x - z||_p / L)^q`` from ``s = ||x - z||_p^p``.
+
+    With ``p = q`` (product Laplace, L1) this is ``s / L^q = s * inv_Lq``; otherwise it
+    goes through logarithms (no overflow of ``s^(1/p)`` for small ``p``), ``logL =
+    log(L)``.  ``inv_Lq = L^-q`` may be 0 or inf for extreme bandwidths: ``t`` then
+    saturates to 0 or inf (``s > 0`` here, so never ``0 * inf``).
+    """
     if s > 0.0:
+        if p == q:
+            return s * inv_Lq
         return math.exp((q / p) * math.log(s) - q * logL)
     return 0.0 * s
 

@@ -95,45 +95,59 @@ def _lp_pair(X, Z, i, j, p):  # pragma: no cover - jitted
     return s, d2
 
 
+#: tile of the L_p loops: rows of X per parallel task, centers per inner sweep (a tile
+#: of X and one of Z stay in cache while all their pairs are computed)
+_TILE_ROWS = 16
+_TILE_CENTERS = 128
+
+
 @_loop
-def _lp_loop(X, Z, nx, nz, atol2, rho, p, q, logL, coef, K, out, G, mode):  # pragma: no cover
+def _lp_loop(X, Z, nx, nz, atol2, rho, p, q, logL, inv_Lq, coef, K, out, G, mode):
     """The L_p kernel loops, one compiled function for the three ops (``mode``):
 
     0: ``K[i, j] = exp(-(||x_i - z_j||_p / L)^q)``;
     1: ``out[i, l] = sum_j k(x_i, z_j) coef[j, l]``;
     2: ``G[i, l, a] = sum_j coef[j, l] d k(x_i, z_j) / d x_a`` (coincident pairs: 0).
+
+    Parallel over tiles of rows; each task owns its rows of the output.
     """
+    n, d = X.shape
+    m = Z.shape[0]
     c = coef.shape[1]
-    d = X.shape[1]
-    for i in prange(X.shape[0]):
+    for tile in prange((n + _TILE_ROWS - 1) // _TILE_ROWS):
+        i0 = tile * _TILE_ROWS
+        i1 = min(i0 + _TILE_ROWS, n)
         direction = np.empty(d, dtype=X.dtype)
-        for j in range(Z.shape[0]):
-            s, d2 = _lp_pair(X, Z, i, j, p)
-            near = d2 <= rho * (nx[i] + nz[j]) + atol2
-            if mode == 2:
-                if near:
-                    continue
-                t = _lp_t(s, p, q, logL)
-                scale = _lp_scale(s, t, math.exp(-t), q)
-                if scale == 0.0:
-                    continue
-                if p == 1.0:
-                    for a in range(d):
-                        direction[a] = scale * _lp_sign(X[i, a] - Z[j, a])
-                else:
-                    for a in range(d):
-                        direction[a] = scale * _lp_coord(X[i, a] - Z[j, a], p)
-                for l in range(c):
-                    w = coef[j, l]
-                    for a in range(d):
-                        G[i, l, a] += w * direction[a]
-                continue
-            k = 1.0 if near else math.exp(-_lp_t(s, p, q, logL))
-            if mode == 0:
-                K[i, j] = k
-            else:
-                for l in range(c):
-                    out[i, l] += k * coef[j, l]
+        for j0 in range(0, m, _TILE_CENTERS):
+            j1 = min(j0 + _TILE_CENTERS, m)
+            for i in range(i0, i1):
+                for j in range(j0, j1):
+                    s, d2 = _lp_pair(X, Z, i, j, p)
+                    near = d2 <= rho * (nx[i] + nz[j]) + atol2
+                    if mode == 2:
+                        if near:
+                            continue
+                        t = _lp_t(s, p, q, logL, inv_Lq)
+                        scale = _lp_scale(s, t, math.exp(-t), q)
+                        if scale == 0.0:
+                            continue
+                        if p == 1.0:
+                            for a in range(d):
+                                direction[a] = scale * _lp_sign(X[i, a] - Z[j, a])
+                        else:
+                            for a in range(d):
+                                direction[a] = scale * _lp_coord(X[i, a] - Z[j, a], p)
+                        for l in range(c):
+                            w = coef[j, l]
+                            for a in range(d):
+                                G[i, l, a] += w * direction[a]
+                        continue
+                    k = 1.0 if near else math.exp(-_lp_t(s, p, q, logL, inv_Lq))
+                    if mode == 0:
+                        K[i, j] = k
+                    else:
+                        for l in range(c):
+                            out[i, l] += k * coef[j, l]
 
 
 # --------------------------------------------------------------------------- wrappers
@@ -185,6 +199,8 @@ class _Problem:
         if self.family == "lp":
             self.p, self.q = float(kernel.p), float(kernel.q)
             self.logL = math.log(kernel.bandwidth)
+            with np.errstate(over="ignore", under="ignore"):
+                self.inv_Lq = float(np.exp(-self.q * self.logL))  # may saturate to 0 or inf
             # the L_p loops sum in float64 and are compiled for float64 only
             self.X64 = np.ascontiguousarray(X, dtype=np.float64)
             self.Z64 = self.X64 if same else np.ascontiguousarray(Z, dtype=np.float64)
@@ -206,7 +222,7 @@ class _Problem:
         _lp_loop(
             self.X64[i0:i1], self.Z64, self.nx[i0:i1].astype(np.float64),
             self.nz.astype(np.float64), float(self.atol2), float(self.rho), self.p, self.q,
-            self.logL, coef, *outs, mode,
+            self.logL, self.inv_Lq, coef, *outs, mode,
         )
         return outs[mode].astype(self.dtype, copy=False)
 

@@ -63,39 +63,39 @@ def _pair(X, Z, i, j, fam, p):  # pragma: no cover - compiled
 
 
 @cuda.jit(device=True)
-def _value(fam, code, d2, s, t, near, L, q, p, logL):  # pragma: no cover - compiled
+def _value(fam, code, d2, s, t, near, L, q, p, logL, inv_Lq):  # pragma: no cover - compiled
     if fam == DOT:
         return _dot_value(t)
     if near:
         return 1.0
     if fam == LP:
-        return math.exp(-_lp_t(s, p, q, logL))
+        return math.exp(-_lp_t(s, p, q, logL, inv_Lq))
     return math.exp(_radial_exponent(code, d2, L, q))
 
 
 @cuda.jit
-def _kernel_matrix(X, Z, nx, nz, atol2, rho, fam, code, L, q, p, logL, K):  # pragma: no cover
+def _kernel_matrix(X, Z, nx, nz, atol2, rho, fam, code, L, q, p, logL, inv_Lq, K):
     i, j = cuda.grid(2)
     if i < X.shape[0] and j < Z.shape[0]:
         d2, s, t = _pair(X, Z, i, j, fam, p)
         near = d2 <= rho * (nx[i] + nz[j]) + atol2
-        K[i, j] = _value(fam, code, d2, s, t, near, L, q, p, logL)
+        K[i, j] = _value(fam, code, d2, s, t, near, L, q, p, logL, inv_Lq)
 
 
 @cuda.jit
-def _kernel_mv(X, Z, nx, nz, atol2, rho, fam, code, L, q, p, logL, coef, out):  # pragma: no cover
+def _kernel_mv(X, Z, nx, nz, atol2, rho, fam, code, L, q, p, logL, inv_Lq, coef, out):
     i = cuda.grid(1)
     if i < X.shape[0]:
         for j in range(Z.shape[0]):
             d2, s, t = _pair(X, Z, i, j, fam, p)
             near = d2 <= rho * (nx[i] + nz[j]) + atol2
-            k = _value(fam, code, d2, s, t, near, L, q, p, logL)
+            k = _value(fam, code, d2, s, t, near, L, q, p, logL, inv_Lq)
             for l in range(coef.shape[1]):
                 out[i, l] += k * coef[j, l]
 
 
 @cuda.jit
-def _grads(X, Z, nx, nz, atol2, rho, fam, code, L, q, p, logL, coef, G):  # pragma: no cover
+def _grads(X, Z, nx, nz, atol2, rho, fam, code, L, q, p, logL, inv_Lq, coef, G):  # pragma: no cover
     """``G[i, l, a] = sum_j coef[j, l] d k(x_i, z_j) / d x_a`` (coincident pairs: 0)."""
     i = cuda.grid(1)
     if i < X.shape[0]:
@@ -110,7 +110,7 @@ def _grads(X, Z, nx, nz, atol2, rho, fam, code, L, q, p, logL, coef, G):  # prag
             if d2 <= rho * (nx[i] + nz[j]) + atol2:
                 continue
             if fam == LP:
-                tt = _lp_t(s, p, q, logL)
+                tt = _lp_t(s, p, q, logL, inv_Lq)
                 w = _lp_scale(s, tt, math.exp(-tt), q)
                 for l in range(coef.shape[1]):
                     for a in range(X.shape[1]):
@@ -133,7 +133,7 @@ def signatures(dtype: str) -> dict[str, tuple]:
 
     f, f64, i64 = getattr(types, dtype), types.float64, types.int64
     a1, a2, a3 = f[:], f[:, :], f[:, :, :]
-    head = (a2, a2, a1, a1, f64, f64, i64, i64, f64, f64, f64, f64)
+    head = (a2, a2, a1, a1, f64, f64, i64, i64, f64, f64, f64, f64, f64)
     return {
         "kernel_matrix": (*head, a2),
         "kernel_mv": (*head, a2, a2),
@@ -170,12 +170,15 @@ class _Problem:
         if kernel.family == "lp":
             code, L, q = 0, 1.0, float(kernel.q)
             p, logL = float(kernel.p), math.log(kernel.bandwidth)
+            inv_Lq = _inv_power(logL, q)
         elif kernel.family == "radial":
             code, L, q = _scalar.kernel_code(kernel)
-            p, logL = 2.0, 0.0
+            p, logL, inv_Lq = 2.0, 0.0, 1.0
         else:
-            code, L, q, p, logL = _scalar.QUADRATIC, 1.0, 2.0, 2.0, 0.0
-        self.consts = (float(atol2), float(rho), self.fam, code, float(L), float(q), p, logL)
+            code, L, q, p, logL, inv_Lq = _scalar.QUADRATIC, 1.0, 2.0, 2.0, 0.0, 1.0
+        self.consts = (
+            float(atol2), float(rho), self.fam, code, float(L), float(q), p, logL, inv_Lq
+        )
         self.coef = coef
 
     def head(self, i0: int, i1: int) -> tuple:
@@ -190,6 +193,14 @@ class _Problem:
         G = self.zeros((b, c, d))
         _grads[_blocks(b), _THREADS](*self.head(i0, i1), _on_device(self.coef), _on_device(G))
         return G
+
+
+def _inv_power(logL: float, q: float) -> float:
+    """``L^-q`` from ``log L``, saturating to 0 or inf instead of raising."""
+    try:
+        return math.exp(-q * logL)
+    except OverflowError:
+        return math.inf
 
 
 def _blocks(n: int) -> int:
