@@ -190,23 +190,30 @@ def _nystrom_preconditioner(
     else:
         landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
         C = kernel_matrix(kernel, X, landmarks)  # (n, r)
+    # the factorization runs in float64 whatever the data's dtype: the eigenvalues it
+    # keeps must reach far below float32 round-off of K (about 1e-7 |K|), otherwise the
+    # smallest kept one, lam_r, stays large and the preconditioned system ill-conditioned
+    C = xp.astype(C, xp.float64)
     Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
     evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
-    keep = evals > rank * finfo_eps(xp, evals.dtype) * float(xp.max(xp.abs(evals)))
+    eps64 = finfo_eps(xp, xp.float64)
+    keep = evals > rank * eps64 * float(xp.max(xp.abs(evals)))
     inv_root = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, evals, 1.0)), 0.0)
     B = (C @ evecs) * inv_root[None, :]  # K_nys = B B^T (dropped directions are zero)
-    # eigenvectors of K_nys from the small Gram matrix B^T B (r x r, in float64): much
-    # cheaper than an SVD of the n x r matrix B
-    B64 = xp.astype(B, xp.float64)
-    lam, W = xp.linalg.eigh(B64.T @ B64)
+    del C
+    # eigenvectors of K_nys from the small Gram matrix B^T B (r x r): much cheaper than
+    # an SVD of the n x r matrix B
+    lam, W = xp.linalg.eigh(B.T @ B)
     top = float(xp.max(lam))
-    positive = lam > top * finfo_eps(xp, B.dtype) * rank
+    positive = lam > top * eps64 * rank
     lam = xp.where(positive, lam, 0.0)
-    U = xp.astype((B64 @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :], B.dtype)
-    mu = reg if reg > 0 else top * finfo_eps(xp, B.dtype) * n
+    dtype = X.dtype
+    U = xp.astype((B @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :], dtype)
+    del B
+    mu = reg if reg > 0 else top * finfo_eps(xp, dtype) * n
     lam_r = float(xp.min(xp.where(positive, lam, top)))
     # P^{-1} v = v + U (scale * U^T v); directions of zero Nystrom eigenvalue are left alone
-    scale = xp.astype(xp.where(positive, (lam_r + mu) / (lam + mu) - 1.0, 0.0), B.dtype)
+    scale = xp.astype(xp.where(positive, (lam_r + mu) / (lam + mu) - 1.0, 0.0), dtype)
 
     def apply(V: Any) -> Any:
         return V + U @ (scale[:, None] * (U.T @ V))
