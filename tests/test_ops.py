@@ -290,3 +290,38 @@ def test_agop_of_takes_strided_and_integer_numpy_input():
         agop.agop(agop.Laplace(1.0), Xf, Xf, np.ones(6), diag=np.bool_(True)),
         agop.agop(agop.Laplace(1.0), Xf, Xf, np.ones(6), diag=True),
     )
+
+
+def test_float32_M_keeps_its_small_eigenvalues():
+    """A learned float32 M has real eigenvalues far below float32 round-off of its
+    largest one; the factor keeps them (a direction cut to zero would get zero AGOP and
+    stay zero in every later RFM iteration)."""
+    rng = np.random.default_rng(3)
+    d, t = 40, 1000.0
+    Q, _ = np.linalg.qr(rng.normal(size=(d, d)))
+    lam = np.full(d, 1e-6)
+    lam[:2] = [1.0, 0.5]
+    M32 = ((Q * lam) @ Q.T).astype(np.float32)
+    X = np.stack([np.zeros(d), t * Q[:, 7]]).astype(np.float32)  # apart along a small one
+    K = agop.kernel_matrix(agop.Laplace(1.0), X, X, M32)
+    # ||x - z||_M = t sqrt(1e-6) = 1, up to M's float32 rounding
+    np.testing.assert_allclose(K[0, 1], np.exp(-1.0), rtol=1e-2)
+
+
+def test_float32_rfm_follows_the_float64_trajectory():
+    """The float32 loop tracks the float64 one: no precision is lost in the factor of M."""
+    from agop.rfm import fit_feature_machine
+
+    rng = np.random.default_rng(0)
+    n, d = 1500, 60
+    X = rng.normal(size=(n + 500, d))
+    Y = np.stack([X[:, 0] > 0, X[:, 1] < 0.5], axis=1).astype(float)
+    curves = []
+    for dt in (np.float32, np.float64):
+        res = fit_feature_machine(
+            X[:n].astype(dt), Y[:n].astype(dt), agop.Laplace(10.0), iters=5,
+            X_val=X[n:].astype(dt), Y_val=Y[n:].astype(dt), early_stop_tol=None,
+            solver="direct",
+        )
+        curves.append([r["val_metric"] for r in res.history])
+    np.testing.assert_allclose(curves[0], curves[1], rtol=5e-4)

@@ -155,6 +155,16 @@ def check_real_scalar(
     return v
 
 
+def _as_float64(A: Any, xp: Any) -> Any:
+    """``A`` in float64 where its library and device have it, else ``A`` itself."""
+    if A.dtype == xp.float64:
+        return A
+    try:
+        return xp.astype(A, xp.float64)
+    except (TypeError, RuntimeError, ValueError):  # e.g. torch on Apple MPS
+        return A
+
+
 def validate_M(M: Any, d: int, xp: Any, dtype: Any) -> tuple[str, Any, Any]:
     """Check a feature matrix; return ``(kind, M, eig)``.
 
@@ -163,7 +173,10 @@ def validate_M(M: Any, d: int, xp: Any, dtype: Any) -> tuple[str, Any, Any]:
     M is cast to ``dtype``; a full M is symmetrized, ``(M + M^T) / 2``, and keeps float64
     if it came as float64 (its factor is cast down later), and ``eig`` is its
     ``(eigenvalues, eigenvectors)`` pair (``None`` for the other kinds), so callers can
-    build a factor without a second decomposition.  The caller has already checked
+    build a factor without a second decomposition.  The eigendecomposition runs in
+    float64 whatever M's dtype (where the device has float64): the small eigenvalues of
+    a learned M are real feature weights, not round-off, and a float32 ``eigh`` that
+    loses them would zero the AGOP in their directions for every later iteration.  The caller has already checked
     that M shares the namespace and device of the data.
     """
     if M is None:
@@ -198,7 +211,7 @@ def validate_M(M: Any, d: int, xp: Any, dtype: Any) -> tuple[str, Any, Any]:
             f"= {rtol * scale:.3g}"
         )
     M = (M + M.T) / 2.0
-    evals, evecs = xp.linalg.eigh(M)
+    evals, evecs = xp.linalg.eigh(_as_float64(M, xp))
     lo, hi = float(xp.min(evals)), float(xp.max(xp.abs(evals)))
     if lo < -rtol * max(hi, 1e-300):
         raise ValueError(
