@@ -43,6 +43,23 @@ def test_singular_psd_system_is_rescued_by_jitter():
     np.testing.assert_allclose(K @ coef, y, atol=1e-5)
 
 
+def test_float32_retries_add_a_jitter_that_changes_the_system(monkeypatch):
+    """In float32 a failed factorization is retried with a jitter above round-off, so
+    the first retry succeeds (a 1e-8 relative jitter would leave the diagonal as it is)."""
+    import agop.solvers as S
+
+    rng = np.random.default_rng(0)
+    B = rng.normal(size=(300, 3))
+    K = (B @ B.T).astype(np.float32)  # rank 3: not positive definite in float32
+    calls = []
+    original = S._cholesky_solve
+    monkeypatch.setattr(S, "_cholesky_solve", lambda A, Y, xp: calls.append(1) or
+                        original(A, Y, xp))
+    coef = agop.solve_ridge(K, np.ones(300, dtype=np.float32), 0.0)
+    assert np.all(np.isfinite(coef)) and coef.dtype == np.float32
+    assert len(calls) == 2
+
+
 def test_indefinite_system_raises_a_clear_error(xp):
     K = xp.asarray(-np.eye(4))
     with pytest.raises(SingularSystemError, match="reg = 0.001"):
@@ -93,6 +110,38 @@ def test_pcg_agrees_with_the_direct_solve(dense):
     err_a = np.mean((agop.kernel_mv(k, Xv, X, a) - Yv) ** 2)
     err_b = np.mean((agop.kernel_mv(k, Xv, X, b) - Yv) ** 2)
     assert err_b == pytest.approx(err_a, rel=1e-6)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("c", [1, 3, 6])
+def test_dense_operator_and_preconditioner_for_any_number_of_columns(dtype, c):
+    """The matrix-vector products of PCG (BLAS symv/gemv for a few columns, GEMM for
+    more) equal the dense NumPy products, and PCG reaches the direct solution."""
+    from agop.solvers import _dense_matvec, _nystrom_preconditioner
+
+    rng = np.random.default_rng(c)
+    X = rng.normal(size=(300, 4)).astype(dtype)
+    k = agop.Laplace(2.0)
+    K = agop.kernel_matrix(k, X, X)
+    V = rng.normal(size=(300, c)).astype(dtype)
+    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-12}
+    np.testing.assert_allclose(_dense_matvec(K, 0.5, np)(V), K @ V + 0.5 * V, **tol)
+    apply = _nystrom_preconditioner(k, X, 1e-3, 50, np.random.default_rng(0), np, K)
+    # the same operator built from its own pieces with plain NumPy: P^{-1} is symmetric
+    # and a single column gives the same result as a block of columns
+    PV = apply(V)
+    assert PV.dtype == dtype
+    cols = np.stack([apply(V[:, j : j + 1])[:, 0] for j in range(c)], axis=1)
+    np.testing.assert_allclose(cols, PV, **tol)
+    W = rng.normal(size=(300, c)).astype(dtype)
+    np.testing.assert_allclose(np.sum(W * apply(V)), np.sum(apply(W) * V), rtol=1e-3)
+    Y = rng.normal(size=(300, c)).astype(dtype)
+    a, _ = solve_kernel_ridge(k, X, Y, 1e-2, solver="direct")
+    b, info = solve_kernel_ridge(k, X, Y, 1e-2, solver="pcg", tol=1e-6 if dtype == np.float64
+                                 else 1e-4, random_state=0)
+    assert info.converged
+    np.testing.assert_allclose(b, a, rtol=1e-2 if dtype == np.float32 else 1e-5,
+                               atol=1e-3 * np.abs(a).max())
 
 
 def test_pcg_default_tolerance_gives_the_same_validation_error():

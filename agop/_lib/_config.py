@@ -44,7 +44,7 @@ _DEFAULTS: dict[str, Any] = {
     "pcg_rank": 500,
     # Conjugate gradients stop when every column has |residual| <= tol * |rhs|.
     "pcg_tol_float64": 1e-6,
-    "pcg_tol_float32": 1e-4,
+    "pcg_tol_float32": 1e-3,
     "pcg_max_iter": 1000,
 }
 
