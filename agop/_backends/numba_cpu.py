@@ -330,7 +330,9 @@ class _Problem:
         c = coef.shape[1]
         shapes = {0: ((b, m), (1, 1), (1, 1, 1)), 1: ((1, 1), (b, c), (1, 1, 1)),
                   2: ((1, 1), (1, 1), (b, c, d))}[mode]
-        outs = [np.zeros(shape) for shape in shapes]
+        # the kernel block is written straight in the data's dtype (an n x m float64
+        # block would double the memory of a float32 kernel matrix, and need a cast)
+        outs = [np.empty(shapes[0], self.dtype)] + [np.zeros(shape) for shape in shapes[1:]]
         _lp_loop(
             self.X64[i0:i1], self.Z64, self.nx[i0:i1].astype(np.float64),
             self.nz.astype(np.float64), float(self.atol2), float(self.rho), self.p, self.q,
