@@ -9,7 +9,8 @@ dimension ``d`` and number of outputs ``c``, one run times
   its own AGOP batching (10 000 evaluation points per batch, as its ``RFM`` does on CPU)
   and, for the product, its kernel matrix times the coefficients in the same batches;
 - **floor**: the operation's FLOP count divided by the float32 GEMM rate measured in the
-  same run (``2 n m d`` for distances, ``2 n m c`` for the product, ``2 n m c d`` for the
+  same run, and for the kernel matrix at least the time to allocate and write its
+  ``n x n`` output at the rate measured in the same run (``2 n m d`` for distances, ``2 n m c`` for the product, ``2 n m c d`` for the
   gradient sums, ``2 n c d^2`` for the outer products; the L1 kernel, which has no GEMM
   form, is counted as ``3 n m d`` for its distances and ``3 n m c d`` for its gradients).
 
@@ -45,6 +46,29 @@ def gemm_gflops(dtype: Any = np.float32) -> float:
         A @ B
         best = min(best, time.perf_counter() - t0)
     return 2 * 4096 * 256 * 4096 / best / 1e9
+
+
+def write_gbps(dtype: Any = np.float32, n: int = 4096) -> float:
+    """Rate, in GB/s, at which a fresh ``n x n`` array is allocated and written (best of
+    three): a kernel matrix must at least do this for its output."""
+    best = np.inf
+    for _ in range(3):
+        t0 = time.perf_counter()
+        a = np.empty((n, n), dtype=dtype)
+        a.fill(1.0)
+        best = min(best, time.perf_counter() - t0)
+        del a
+    return n * n * np.dtype(dtype).itemsize / best / 1e9
+
+
+def floor_seconds(op: str, kernel: str, n: int, d: int, c: int, gflops: float,
+                  gbps: float) -> float:
+    """The larger of the FLOP floor and, for the kernel matrix, the time to write its
+    ``n x n`` float32 output."""
+    t = flops(op, kernel, n, d, c) / (gflops * 1e9)
+    if op == "kernel_matrix":
+        t = max(t, 4.0 * n * n / (gbps * 1e9))
+    return t
 
 
 def flops(op: str, kernel: str, n: int, d: int, c: int) -> float:
@@ -141,7 +165,8 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
                             continue  # no outputs involved
                         row = {"kernel": name, "op": op, "n": n, "d": d,
                                "c": "-" if op == "kernel_matrix" else c,
-                               "floor": flops(op, name, n, d, c) / (args.gflops * 1e9)}
+                               "floor": floor_seconds(op, name, n, d, c, args.gflops,
+                                                      args.gbps)}
                         for impl in impls:
                             key = (impl, name, op, d, c)
                             if key in last:
@@ -175,9 +200,11 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
         "# agop ops: numba vs generic vs xRFM vs the machine's floor (float32, seconds)",
         "",
         f"{os.cpu_count()} CPU cores, {args.threads} threads; float32 GEMM "
-        f"{args.gflops:.1f} GFLOP/s measured in this run; {_versions()}.",
+        f"{args.gflops:.1f} GFLOP/s and fresh-array write rate {args.gbps:.1f} GB/s measured "
+        f"in this run; {_versions()}.",
         "Evaluation points = centers = n; Laplace and L1 (product Laplace) with bandwidth 10; "
-        "floor = FLOP count / GEMM rate (see `agop/bench/ops.py`).",
+        "floor = FLOP count / GEMM rate, for the kernel matrix at least the time to write "
+        "its n x n output (see `agop/bench/ops.py`).",
         "",
         "| kernel | op | n | d | c | agop-numba | agop-generic | xRFM | floor | numba / floor "
         "| xRFM / numba |",
@@ -215,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     except ImportError:
         pass
     args.gflops = gemm_gflops()
+    args.gbps = write_gbps()
     rows = run(args)
     text = table(rows, args)
     sys.stdout.write(text)

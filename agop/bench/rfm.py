@@ -1,6 +1,7 @@
 """``agop bench rfm``: RFM fits of agop against xRFM on identical data and settings.
 
-Both libraries get the same float32 arrays, the same split (train / validation / test),
+Both libraries get the same float32 arrays (after one tiny warm-up fit each, so that
+one-off compilation is not counted), the same split (train / validation / test),
 the Laplace kernel with bandwidth 10, ridge 1e-3, 5 iterations, a full M normalized by
 its largest entry, validation-based choice of the best iterate with early stopping at
 1.1 x best, and the same number of threads.  Classification sets are fitted as
@@ -154,7 +155,17 @@ def _versions() -> str:
     return ", ".join(parts)
 
 
+def warm_up(threads: int, with_xrfm: bool = True) -> None:
+    """One tiny fit with each library first: numba loads (or compiles) its loops and
+    torch sets up its kernels once per process, which is not part of a fit's cost."""
+    tiny = synthetic_problem(64, d=5)
+    run_agop(tiny)
+    if with_xrfm:
+        run_xrfm(tiny, threads)
+
+
 def run(problems: list[Problem], threads: int, with_xrfm: bool = True) -> list[dict[str, Any]]:
+    warm_up(threads, with_xrfm)
     rows = []
     for p in problems:
         sa, Pa = run_agop(p)
