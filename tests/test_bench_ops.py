@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from agop.bench import names
-from agop.bench.ops import flops, floor_seconds, main
+from agop.bench.ops import floor_seconds, flops, main
 
 
 def test_flop_counts_by_hand():

@@ -176,8 +176,8 @@ def validate_M(M: Any, d: int, xp: Any, dtype: Any) -> tuple[str, Any, Any]:
     build a factor without a second decomposition.  The eigendecomposition runs in
     float64 whatever M's dtype (where the device has float64): the small eigenvalues of
     a learned M are real feature weights, not round-off, and a float32 ``eigh`` that
-    loses them would zero the AGOP in their directions for every later iteration.  The caller has already checked
-    that M shares the namespace and device of the data.
+    loses them would zero the AGOP in their directions for every later iteration.  The
+    caller has already checked that M shares the namespace and device of the data.
     """
     if M is None:
         return "identity", None, None

@@ -10,9 +10,10 @@ dimension ``d`` and number of outputs ``c``, one run times
   and, for the product, its kernel matrix times the coefficients in the same batches;
 - **floor**: the operation's FLOP count divided by the float32 GEMM rate measured in the
   same run, and for the kernel matrix at least the time to allocate and write its
-  ``n x n`` output at the rate measured in the same run (``2 n m d`` for distances, ``2 n m c`` for the product, ``2 n m c d`` for the
-  gradient sums, ``2 n c d^2`` for the outer products; the L1 kernel, which has no GEMM
-  form, is counted as ``3 n m d`` for its distances and ``3 n m c d`` for its gradients).
+  ``n x n`` output at the rate measured in the same run (``2 n m d`` for distances,
+  ``2 n m c`` for the product, ``2 n m c d`` for the gradient sums, ``2 n c d^2`` for
+  the outer products; the L1 kernel, which has no GEMM form, is counted as ``3 n m d``
+  for its distances and ``3 n m c d`` for its gradients).
 
 Times are the best of two calls after a warm-up (one call when a call takes longer than
 10 s).  A measurement whose time predicted from the smaller size (``n^2`` scaling)
