@@ -113,7 +113,8 @@ def test_fact_is_minus_the_ridge_loss_gradient_over_n_lambda(kernel):
     # (1) gradient of the per-point losses with respect to the evaluation points
     Xe = Xt.clone().requires_grad_(True)
     res = _torch_kernel(torch, kernel, Xe @ Wt, centers) @ at - Yt
-    np.testing.assert_allclose(res.detach().numpy(), -lam * coef, atol=1e-9)  # residual = -lam alpha
+    # the ridge residual is -lam alpha
+    np.testing.assert_allclose(res.detach().numpy(), -lam * coef, atol=1e-9)
     (0.5 * (res**2).sum()).backward()
     ref = -(Xe.grad.T @ Xt).numpy() / (n * lam)
     assert_close(F, ref, rtol=1e-8)
