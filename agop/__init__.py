@@ -11,7 +11,7 @@ numba-cuda are imported only when your data or options need them.
 
 from ._backends import available_backends
 from ._lib._config import config_context, get_config, set_config
-from ._ops import agop, kernel_matrix, kernel_mv, predictor_grads
+from ._ops import agop, fact, kernel_matrix, kernel_mv, predictor_grads
 from .autodiff import agop_of, grads_of
 from .io import load, save
 from .kernels import (
@@ -26,7 +26,7 @@ from .kernels import (
 )
 from .rfm import FitResult, fit_feature_machine
 from .solvers import solve_kernel_ridge, solve_ridge
-from .updates import AGOPUpdate, KernelMachine, UpdateRule
+from .updates import AGOPUpdate, FACTUpdate, KernelMachine, UpdateRule
 
 __version__ = "0.1.0.dev0"
 
@@ -50,6 +50,7 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AGOPUpdate",
+    "FACTUpdate",
     "FitResult",
     "KernelMachine",
     "RFMClassifier",
@@ -68,6 +69,7 @@ __all__ = [
     "fit_feature_machine",
     "available_backends",
     "config_context",
+    "fact",
     "get_config",
     "grads_of",
     "kernel_matrix",

@@ -29,7 +29,7 @@ from ._lib._validation import (
 )
 from .kernels import Kernel
 
-__all__ = ["agop", "kernel_matrix", "kernel_mv", "pairwise_grads", "predictor_grads"]
+__all__ = ["agop", "fact", "kernel_matrix", "kernel_mv", "pairwise_grads", "predictor_grads"]
 
 _CENTERINGS = (None, "per_output", "pooled")
 
@@ -75,6 +75,16 @@ class FeatureMap:
         B = S @ A @ S
         return (B + B.T) / 2.0
 
+    def fact_back(self, F: Any, diag: bool) -> Any:
+        """Map ``(1/m) sum_i g~_i x_i^T`` (transformed-space gradients ``g~``, raw points
+        ``x``) to the raw-space FACT ``S F`` (``g = S g~``), or its diagonal."""
+        if self.metric == "identity":
+            return F
+        if self.metric == "diag":
+            return F * self.S if diag else self.S[:, None] * F
+        B = self.S @ F
+        return self.xp.linalg.diagonal(B) if diag else B
+
 
 def feature_map(M: Any, d: int, xp: Any, dtype: Any) -> FeatureMap:
     """Validate ``M`` (``None``, ``(d,)`` or ``(d, d)``) and factor it once."""
@@ -105,6 +115,7 @@ class _Inputs:
     coef: Any
     coef_1d: bool
     requires_grad: bool = False
+    X: Any = None  # the validated evaluation points before the map
 
     @property
     def metric(self) -> str:
@@ -185,7 +196,7 @@ def _prepare(
     Xt = fmap.apply(X)
     Zt = Xt if same else fmap.apply(Z)
     grad = any(getattr(a, "requires_grad", False) for a in (Xt, Zt, coef))
-    return _Inputs(xp, device, dtype, fmap, Xt, Zt, coef, coef_1d, bool(grad))
+    return _Inputs(xp, device, dtype, fmap, Xt, Zt, coef, coef_1d, bool(grad), X)
 
 
 def _run(op: str, kernel: Kernel, inp: _Inputs, backend: str, *args: Any, **kwargs: Any) -> Any:
@@ -363,6 +374,136 @@ def agop(
     diag_inside = diag and inp.metric != "full"
     A = _run("agop", kernel, inp, backend, inp.coef, centering=centering, diag=diag_inside)
     return inp.agop_back(A, diag)
+
+
+def _check_alpha(alpha: Any, inp: _Inputs, m: int) -> Any:
+    """The dual coefficients at the evaluation points, ``(m, c)`` in the inputs' dtype."""
+    xp, c = inp.xp, inp.coef.shape[1]
+    if alpha is None:
+        if m != inp.Zt.shape[0]:
+            raise ValueError(
+                f"X has {m} rows but centers has {inp.Zt.shape[0]}: without alpha the FACT is "
+                "taken at the centers themselves (X = centers, alpha = coef); pass alpha, the "
+                "coefficients of the rows of X, to evaluate it elsewhere"
+            )
+        return inp.coef
+    alpha = as_float_array(alpha, "alpha", xp, ndim=(1, 2), device=inp.device,
+                           int_dtype=inp.dtype)
+    if alpha.ndim == 1:
+        alpha = xp.reshape(alpha, (alpha.shape[0], 1))
+    if alpha.shape != (m, c):
+        raise ValueError(
+            f"alpha must have shape (m, c) = ({m}, {c}) (one row per row of X, one column "
+            f"per output), got {tuple(alpha.shape)}"
+        )
+    alpha = xp.astype(alpha, inp.dtype, copy=False)
+    check_finite(alpha, "alpha", xp)
+    return alpha
+
+
+def _fact_sum(kernel: Kernel, inp: _Inputs, X: Any, alpha: Any, diag: bool,
+              backend: str) -> Any:
+    """``(1/m) sum_i (sum_l alpha_il g~_il) x_i^T`` in row blocks of the evaluation points,
+    with the transformed-space gradients ``g~`` of the ``predictor_grads`` implementation
+    that the registry picks (so the numba loops serve the FACT too)."""
+    from ._generic._kernel_ops import _plan
+
+    xp = inp.xp
+    impl = _backends.select("predictor_grads", inp.context("predictor_grads", kernel), backend)
+    m, d = X.shape
+    c = inp.coef.shape[1]
+    plan = _plan(kernel, inp.Xt, inp.Zt, c, xp, grads=True, extra_per_row=2 * d)
+    F = None
+    for i0, i1 in plan:
+        G = impl.func(kernel, inp.Xt[i0:i1, :], inp.Zt, inp.coef, xp=xp)  # (b, c, d)
+        g = xp.sum(G * alpha[i0:i1, :, None], axis=1)  # J_f(x_i)^T alpha_i, (b, d)
+        part = xp.sum(g * X[i0:i1, :], axis=0) if diag else g.T @ X[i0:i1, :]
+        F = part if F is None else F + part
+    return F / float(m)
+
+
+def fact(
+    kernel: Kernel,
+    X: Any,
+    centers: Any,
+    coef: Any,
+    M: Any = None,
+    *,
+    alpha: Any = None,
+    diag: bool = False,
+    backend: str = "auto",
+) -> Any:
+    """FACT of a kernel machine: ``(1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T``.
+
+    The Features At Convergence Theorem statistic (Boix-Adsera, Mallinar, Simon and
+    Belkin, arXiv 2507.05644) of ``f(x) = sum_j coef_j k_M(x, centers_j)``, the update
+    of FACT-RFM (:class:`agop.updates.FACTUpdate`).
+
+    Parameters
+    ----------
+    kernel : agop.kernels.Kernel
+    X : array, shape (m, d)
+        Evaluation points: the training inputs (the centers, by default) or a subset.
+    centers : array, shape (n, d)
+    coef : array, shape (n, c) or (n,)
+    M : None, array of shape (d, d) or (d,)
+    alpha : array, shape (m, c) or (m,), optional
+        The dual coefficients of the rows of ``X``.  By default ``X`` are the centers
+        and ``alpha = coef``.
+    diag : bool
+        Return only the diagonal (``(d,)``).
+    backend : str
+        Backend of the gradients (``predictor_grads``).
+
+    Returns
+    -------
+    array, shape (d, d), or (d,) with ``diag=True``
+        Not symmetric in general.  Gradients are taken with respect to the raw input
+        ``x`` (through the factor of ``M``), and computed one row block of ``X`` at a
+        time: the ``(m, c, d)`` gradient tensor is never held whole.
+
+    Notes
+    -----
+    For kernel ridge regression, ``(K + lambda I) alpha = Y`` gives the residuals
+    ``f(x_i) - y_i = -lambda alpha_i``, so with ``l_i(x) = 1/2 |f(x) - y_i|^2``
+    (the centers held fixed) ``grad_x l_i(x_i) = -lambda J_f(x_i)^T alpha_i`` and
+
+    ``FACT = -(1/(n lambda)) sum_i grad_x l_i(x_i) x_i^T = (1/n) sum_i (J_f(x_i)^T alpha_i) x_i^T``,
+
+    the right-hand side of the theorem ``W^T W = FACT`` at a critical point of the
+    weight-decayed loss, for the kernel ``k(W x, W x')`` with ``M = W^T W``
+    (``docs/fact.md`` has the derivation).  With ``J_f(x_i)^T alpha_i =
+    sum_l alpha_il grad f_l(x_i)``, it reuses the gradients of :func:`predictor_grads`.
+
+    Examples
+    --------
+    >>> import numpy as np, agop
+    >>> rng = np.random.default_rng(0)
+    >>> X, a = rng.normal(size=(30, 3)), rng.normal(size=(30, 2))
+    >>> k = agop.Gaussian(2.0)
+    >>> G = agop.predictor_grads(k, X, X, a)
+    >>> F = agop.fact(k, X, X, a)
+    >>> bool(np.allclose(F, np.einsum("icd,ic,iD->dD", G, a, X) / 30))
+    True
+    """
+    kernel = _check_kernel(kernel)
+    if not isinstance(diag, bool | np.bool_):
+        raise TypeError(f"diag must be a bool, got {type(diag).__name__}")
+    diag = bool(diag)
+    inp = _prepare(X, centers, coef, M, names=("X", "centers"))
+    alpha = _check_alpha(alpha, inp, inp.X.shape[0])
+    inside = diag and inp.metric != "full"
+    return inp.fmap.fact_back(_fact_sum(kernel, inp, inp.X, alpha, inside, backend), diag)
+
+
+def fact_mapped(kernel: Kernel, X: Any, fmap: FeatureMap, centers_mapped: Any, coef: Any,
+                alpha: Any = None, *, diag: bool = False, backend: str = "auto") -> Any:
+    """:func:`fact` for data already mapped by ``fmap`` (what a fitted
+    :class:`agop.updates.KernelMachine` holds): ``M`` is not factored again."""
+    inp = _prepare(fmap.apply(X), centers_mapped, coef, names=("X", "centers"))
+    alpha = _check_alpha(alpha, inp, X.shape[0])
+    inside = diag and fmap.metric != "full"
+    return fmap.fact_back(_fact_sum(kernel, inp, X, alpha, inside, backend), diag)
 
 
 def pairwise_grads(kernel: Kernel, X: Any, Z: Any, M: Any = None) -> Any:

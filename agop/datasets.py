@@ -15,7 +15,7 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["Dataset", "dataset_names", "load_dataset", "low_rank"]
+__all__ = ["Dataset", "dataset_names", "load_dataset", "low_rank", "sparse_parity"]
 
 
 @dataclass(frozen=True)
@@ -114,3 +114,35 @@ def low_rank(
     if noise:
         y = y + rng.normal(scale=noise, size=n)
     return X, y
+
+
+def sparse_parity(
+    n: int = 2000, d: int = 50, k: int = 2, *, random_state: int | None = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sparse parity: ``x`` uniform on ``{-1, 1}^d`` and ``y = x_0 x_1 ... x_{k-1}``.
+
+    The label is the product of the first ``k`` coordinates (the support); the other
+    ``d - k`` are noise, and no ``k - 1`` coordinates carry information about ``y``
+    (SPEC §5.3: FACT-RFM and RFM both learn the support).
+
+    Returns
+    -------
+    X : ndarray, shape (n, d), entries in {-1.0, 1.0}
+    y : ndarray, shape (n,), entries in {-1.0, 1.0}
+
+    Examples
+    --------
+    >>> from agop.datasets import sparse_parity
+    >>> X, y = sparse_parity(8, 5, 2, random_state=0)
+    >>> bool((y == X[:, 0] * X[:, 1]).all()), X.shape
+    (True, (8, 5))
+    """
+    if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 1:
+        raise ValueError(f"n must be a positive integer, got {n!r}")
+    if isinstance(d, bool) or not isinstance(d, int | np.integer) or d < 1:
+        raise ValueError(f"d must be a positive integer, got {d!r}")
+    if isinstance(k, bool) or not isinstance(k, int | np.integer) or not 1 <= k <= d:
+        raise ValueError(f"k must be an integer in [1, d] = [1, {d}], got {k!r}")
+    rng = np.random.default_rng(random_state)
+    X = rng.choice(np.array([-1.0, 1.0]), size=(n, d))
+    return X, np.prod(X[:, :k], axis=1)

@@ -22,9 +22,17 @@ from ._lib._validation import namespace_of
 from .kernels import Kernel, make_kernel
 from .rfm import METRICS, FitResult, fit_feature_machine
 from .solvers import SOLVERS
-from .updates import NORMALIZATIONS, AGOPUpdate, KernelMachine
+from .updates import NORMALIZATIONS, AGOPUpdate, FACTUpdate, KernelMachine, UpdateRule
 
-__all__ = ["RFMClassifier", "RFMRegressor"]
+__all__ = ["UPDATES", "RFMClassifier", "RFMRegressor"]
+
+#: ``update=`` name -> FACT variant (``None``: the AGOP update of RFM)
+UPDATES: dict[str, str | None] = {
+    "agop": None,
+    "fact": "fact",
+    "fact_geometric": "geometric",
+    "fact_inner_product": "inner_product",
+}
 
 try:  # scikit-learn is optional: without it the estimators bring their own minimal base
     from sklearn.base import BaseEstimator as _Base
@@ -197,6 +205,7 @@ class _RFMBase(_Base):
         bandwidth: float | str | None = None,
         reg: float = 1e-3,
         iters: int = 5,
+        update: str = "agop",
         diag: bool = False,
         agop_power: float = 1.0,
         normalize: str | None = "max",
@@ -214,6 +223,7 @@ class _RFMBase(_Base):
         self.bandwidth = bandwidth
         self.reg = reg
         self.iters = iters
+        self.update = update
         self.diag = diag
         self.agop_power = agop_power
         self.normalize = normalize
@@ -238,6 +248,13 @@ class _RFMBase(_Base):
             raise ValueError(f"iters must be an int >= 0, got {self.iters!r}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
+        if not isinstance(self.update, str) or self.update not in UPDATES:
+            raise ValueError(f"update must be one of {sorted(UPDATES)}, got {self.update!r}")
+        if UPDATES[self.update] is not None and self.centering is not None:
+            raise ValueError(
+                f"centering={self.centering!r} centers AGOP gradients; update={self.update!r} "
+                "has no centering (leave centering=None)"
+            )
         if self.normalize not in NORMALIZATIONS:
             raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {self.normalize!r}")
         vf = self.validation_fraction
@@ -272,7 +289,17 @@ class _RFMBase(_Base):
             bw = _median_distance(X, xp, self.random_state)
         return kernel.replace(bandwidth=bw)
 
-    def _update(self) -> AGOPUpdate:
+    def _update(self) -> UpdateRule:
+        variant = UPDATES[self.update]
+        if variant is not None:
+            return FACTUpdate(
+                variant=variant,
+                power=self.agop_power,
+                normalize=self.normalize,
+                diag=bool(self.diag),
+                max_points=self.agop_max_points,
+                random_state=self.random_state,
+            )
         return AGOPUpdate(
             power=self.agop_power,
             normalize=self.normalize,
@@ -445,7 +472,8 @@ class RFMRegressor(_RegressorMixin, _RFMBase):
     """Recursive Feature Machine regression (Radhakrishnan et al., Science 2024).
 
     Fits ``f(x) = sum_j coef_j k_M(x, x_j)`` and learns ``M`` by the loop of
-    :func:`agop.rfm.fit_feature_machine` with :class:`agop.updates.AGOPUpdate`.
+    :func:`agop.rfm.fit_feature_machine` with :class:`agop.updates.AGOPUpdate`
+    (``update="fact"``: FACT-RFM, :class:`agop.updates.FACTUpdate`).
 
     Parameters
     ----------
@@ -458,16 +486,21 @@ class RFMRegressor(_RegressorMixin, _RFMBase):
         Ridge ``lambda`` (0: ridgeless, float64 only).
     iters : int >= 0, default 5
         Number of feature-matrix updates (``iters + 1`` kernel machines are fitted).
+    update : {"agop", "fact", "fact_geometric", "fact_inner_product"}, default "agop"
+        The feature-matrix update: the AGOP (RFM, :class:`agop.updates.AGOPUpdate`) or
+        the FACT (FACT-RFM, :class:`agop.updates.FACTUpdate` with variant ``"fact"``,
+        ``"geometric"`` or ``"inner_product"``).
     diag : bool
         Learn a diagonal ``M`` (one weight per feature).
     agop_power : float > 0, default 1
-        ``M = AGOP^power`` (0.5 in the grokking paper).
+        ``M = AGOP^power`` (0.5 in the grokking paper); for FACT-RFM
+        ``M = (FACT FACT^T)^(power/2)``.
     normalize : {"max", "fro", "trace", "mean", None}
         Normalization of the new ``M`` (see :func:`agop.updates.finish_matrix`).
     centering : {None, "per_output", "pooled"}
-        Center gradients before the outer product.
+        Center gradients before the outer product (AGOP update only).
     agop_max_points : int or None, default 20000
-        Cap on AGOP evaluation points (uniform random subset above it).
+        Cap on AGOP (or FACT) evaluation points (uniform random subset above it).
     solver : {"auto", "direct", "pcg"}
         Kernel ridge solver (:func:`agop.solvers.solve_kernel_ridge`).
     early_stopping : bool, default True

@@ -19,12 +19,21 @@ import numpy as np
 
 from ._lib._compat import array_device, is_array
 from ._lib._validation import check_real_scalar, namespace_of
-from ._ops import FeatureMap, agop, feature_map, kernel_mv, predictor_grads
+from ._ops import FeatureMap, agop, fact_mapped, feature_map, kernel_mv, predictor_grads
 from .kernels import Kernel
 
-__all__ = ["NORMALIZATIONS", "AGOPUpdate", "KernelMachine", "UpdateRule", "finish_matrix"]
+__all__ = [
+    "FACT_VARIANTS",
+    "NORMALIZATIONS",
+    "AGOPUpdate",
+    "FACTUpdate",
+    "KernelMachine",
+    "UpdateRule",
+    "finish_matrix",
+]
 
 NORMALIZATIONS = ("max", "fro", "trace", "mean", None)
+FACT_VARIANTS = ("fact", "geometric", "inner_product")
 _CENTERINGS = (None, "per_output", "pooled")
 
 
@@ -74,6 +83,19 @@ class KernelMachine:
             diag=inside,
         )
         return self.fmap.agop_back(A, diag)
+
+    def fact(self, X: Any = None, alpha: Any = None, *, diag: bool = False) -> Any:
+        """FACT ``(1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T`` (see :func:`agop.fact`).
+
+        By default over the centers with their coefficients ``coef``; pass rows ``X`` of
+        the training data together with their coefficients ``alpha`` for a subset.
+        """
+        if X is None:
+            if alpha is not None:
+                raise ValueError("pass alpha together with the rows X it belongs to")
+            X = self.centers
+        return fact_mapped(self.kernel, X, self.fmap, self.centers_mapped, self.coef, alpha,
+                           diag=diag)
 
 
 class UpdateRule:
@@ -171,15 +193,31 @@ def _generator(random_state: Any, iteration: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(int(random_state), spawn_key=(iteration,)))
 
 
+def subsample_index(n: int, max_points: int | None, random_state: Any,
+                    iteration: int) -> np.ndarray | None:
+    """``None`` (all ``n`` rows), or ``max_points`` sorted row indices drawn uniformly
+    without replacement."""
+    if max_points is None or n <= max_points:
+        return None
+    rng = _generator(random_state, iteration)
+    return np.sort(rng.choice(n, size=int(max_points), replace=False))
+
+
+def _take_rows(A: Any, idx: np.ndarray | None) -> Any:
+    if idx is None:
+        return A
+    xp = namespace_of(A)
+    return xp.take(A, xp.asarray(idx, device=array_device(A)), axis=0)
+
+
 def subsample_rows(X: Any, max_points: int | None, random_state: Any, iteration: int) -> Any:
     """``X`` itself, or ``max_points`` of its rows drawn uniformly without replacement."""
-    n = X.shape[0]
-    if max_points is None or n <= max_points:
-        return X
-    rng = _generator(random_state, iteration)
-    idx = np.sort(rng.choice(n, size=int(max_points), replace=False))
-    xp = namespace_of(X)
-    return xp.take(X, xp.asarray(idx, device=array_device(X)), axis=0)
+    return _take_rows(X, subsample_index(X.shape[0], max_points, random_state, iteration))
+
+
+def _check_max_points(m: Any, name: str) -> None:
+    if m is not None and (isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1):
+        raise ValueError(f"{name} must be None or an int >= 1, got {m!r}")
 
 
 @dataclass(frozen=True)
@@ -232,9 +270,7 @@ class AGOPUpdate(UpdateRule):
             raise ValueError(f"centering must be one of {_CENTERINGS}, got {self.centering!r}")
         if not isinstance(self.diag, bool | np.bool_):
             raise TypeError(f"diag must be a bool, got {self.diag!r}")
-        m = self.agop_max_points
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int | np.integer) or m < 1):
-            raise ValueError(f"agop_max_points must be None or an int >= 1, got {m!r}")
+        _check_max_points(self.agop_max_points, "agop_max_points")
         if self.agop_points is not None and not is_array(self.agop_points):
             raise TypeError("agop_points must be an array of shape (m, d) or None")
 
@@ -258,4 +294,140 @@ class AGOPUpdate(UpdateRule):
             "centering": self.centering,
             "diag": bool(self.diag),
             "agop_max_points": self.agop_max_points,
+        }
+
+
+def _left_polar_power(B: Any, s: float, xp: Any) -> Any:
+    """``(B B^T)^{s/2} = U diag(sigma^s) U^T`` from the SVD ``B = U diag(sigma) V^T``.
+
+    The SVD of ``B`` keeps the small singular values that forming ``B B^T`` would square
+    below round-off."""
+    U, sv, _ = xp.linalg.svd(B, full_matrices=False)
+    A = (U * (sv**s)[None, :]) @ U.T
+    return (A + A.T) / 2.0
+
+
+@dataclass(frozen=True)
+class FACTUpdate(UpdateRule):
+    """The FACT-RFM update: ``M_{t+1}`` from the FACT of ``f_t`` instead of its AGOP.
+
+    ``F = (1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T`` over the training points (with their
+    dual coefficients ``alpha_i``; :func:`agop.fact`), then
+
+    - ``variant="fact"``: ``M_{t+1} = (F F^T)^{power/2}`` (FACT-RFM);
+    - ``variant="geometric"``: ``M_{t+1} = (F M_t^2 F^T)^{power/4}`` (the geometric-mean
+      variant);
+    - ``variant="inner_product"``: ``M_{t+1} = (F M_t)^{power/2}``, the simplification
+      for inner-product kernels ``k(x^T M z)``, where ``F M_t`` is symmetric PSD
+      (for other kernels its symmetric part is used, negative eigenvalues clipped);
+
+    followed by the normalization of :func:`finish_matrix`.
+
+    Parameters
+    ----------
+    variant : {"fact", "geometric", "inner_product"}
+    power : float > 0
+        ``1`` is the rule of the paper: a fixed point ``M = F`` (symmetric PSD) of the
+        theorem ``W^T W = FACT`` is a fixed point of all three variants.
+    normalize : {"max", "fro", "trace", "mean", None}
+        As for :class:`AGOPUpdate`: ``"mean"`` keeps the average ``F``, ``None`` uses the
+        sum ``m F``; the other three make ``M`` scale-free.
+    diag : bool
+        Diagonal FACT-RFM: ``M`` is a vector, ``m_{t+1} = |diag F|^power``
+        (``"geometric"``: ``|diag(F) m_t|^(power/2)``; ``"inner_product"``:
+        ``max(diag(F) m_t, 0)^(power/2)``).
+    max_points : int or None
+        At most this many training points (uniform random subset without replacement
+        above it, fresh each iteration, SPEC Part A #5).
+    random_state : None, int or numpy Generator
+
+    Notes
+    -----
+    Boix-Adsera, Mallinar, Simon and Belkin, "FACT: a first-principles alternative to
+    the Neural Feature Ansatz" (arXiv 2507.05644); SPEC §5.2.  ``(F F^T)^{1/2}`` is
+    the symmetric factor of the polar decomposition of ``F``; it is computed from the
+    SVD of ``F`` (and of ``F M_t`` for the geometric variant:
+    ``(F M^2 F^T)^{1/4} = ((F M)(F M)^T)^{1/4}``).
+
+    Examples
+    --------
+    >>> import numpy as np, agop
+    >>> from agop.updates import FACTUpdate, KernelMachine
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(40, 3)); coef = rng.normal(size=(40, 1))
+    >>> f = KernelMachine.build(agop.Gaussian(2.0), X, coef)
+    >>> F = agop.fact(agop.Gaussian(2.0), X, X, coef)
+    >>> M = FACTUpdate(normalize="mean")(f, X, None)
+    >>> bool(np.allclose(M @ M, F @ F.T))
+    True
+    """
+
+    variant: str = "fact"
+    power: float = 1.0
+    normalize: str | None = "max"
+    diag: bool = False
+    max_points: int | None = 20_000
+    random_state: Any = None
+
+    def __post_init__(self) -> None:
+        if self.variant not in FACT_VARIANTS:
+            raise ValueError(f"variant must be one of {FACT_VARIANTS}, got {self.variant!r}")
+        _check_power(self.power)
+        _check_normalize(self.normalize)
+        if not isinstance(self.diag, bool | np.bool_):
+            raise TypeError(f"diag must be a bool, got {self.diag!r}")
+        _check_max_points(self.max_points, "max_points")
+
+    def statistic(self, machine: KernelMachine, iteration: int = 0) -> Any:
+        """The FACT ``F`` of ``machine`` over this iteration's points (``(d, d)`` or its
+        diagonal), scaled as ``normalize`` asks (the sum for ``None``)."""
+        n = machine.centers.shape[0]
+        idx = subsample_index(n, self.max_points, self.random_state, iteration)
+        X = _take_rows(machine.centers, idx)
+        alpha = None if idx is None else _take_rows(machine.coef, idx)
+        F = machine.fact(X, alpha, diag=bool(self.diag))
+        return F * float(X.shape[0]) if self.normalize is None else F
+
+    def __call__(self, machine: KernelMachine, X: Any, Y: Any, *, iteration: int = 0) -> Any:
+        return self.from_statistic(self.statistic(machine, iteration), machine.M)
+
+    def from_statistic(self, F: Any, M: Any = None) -> Any:
+        """The next ``M`` from a FACT ``F`` (``(d, d)``, or ``(d,)`` when ``diag``) and the
+        current ``M`` (``None`` for the identity; the geometric and inner-product variants
+        use it)."""
+        xp = namespace_of(F, M)
+        s = float(self.power)
+        if self.diag:
+            if F.ndim != 1:
+                raise ValueError(f"a diagonal FACT update needs F of shape (d,), got {F.shape}")
+            if self.variant == "fact":
+                A = xp.abs(F) ** s
+            else:
+                m = xp.ones_like(F) if M is None else M
+                if m.ndim == 2:
+                    m = xp.linalg.diagonal(m)
+                P = F * m
+                P = xp.abs(P) if self.variant == "geometric" else xp.where(P > 0, P, 0.0)
+                A = P ** (s / 2.0)
+            return finish_matrix(A, power=1.0, normalize=self.normalize, n_points=1)
+        if F.ndim != 2 or F.shape[0] != F.shape[1]:
+            raise ValueError(f"F must be a square (d, d) matrix, got shape {tuple(F.shape)}")
+        if M is not None and M.ndim == 1:  # a diagonal M_0 with a full update
+            M = M[:, None] * xp.eye(F.shape[0], dtype=F.dtype, device=array_device(F))
+        if self.variant == "fact":
+            A = _left_polar_power(F, s, xp)
+        elif self.variant == "geometric":
+            A = _left_polar_power(F if M is None else F @ M, s / 2.0, xp)
+        else:
+            return finish_matrix(F if M is None else F @ M, power=s / 2.0,
+                                 normalize=self.normalize, n_points=1)
+        return finish_matrix(A, power=1.0, normalize=self.normalize, n_points=1)
+
+    def get_params(self) -> dict[str, Any]:
+        return {
+            "variant": self.variant,
+            "power": self.power,
+            "normalize": self.normalize,
+            "diag": bool(self.diag),
+            "max_points": self.max_points,
         }

@@ -144,3 +144,16 @@ def agop_from_grads(G, centering=None, diag=False):
 
 def agop(kernel, X, Z, coef, M=None, centering=None, diag=False):
     return agop_from_grads(predictor_grads(kernel, X, Z, coef, M), centering, diag)
+
+
+def fact(kernel, X, Z, coef, M=None, alpha=None):
+    """FACT from its definition: (1/m) sum_i sum_l alpha[i, l] grad f_l(X[i]) X[i]^T."""
+    X = np.asarray(X, float)
+    coef = np.asarray(coef, float).reshape(len(Z), -1)
+    alpha = coef if alpha is None else np.asarray(alpha, float).reshape(len(X), -1)
+    G = predictor_grads(kernel, X, Z, coef, M)
+    F = np.zeros((X.shape[1], X.shape[1]))
+    for i, x in enumerate(X):
+        for ell in range(G.shape[1]):
+            F += alpha[i, ell] * np.outer(G[i, ell], x)
+    return F / len(X)
