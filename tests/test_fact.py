@@ -99,7 +99,7 @@ def test_fact_is_minus_the_ridge_loss_gradient_over_n_lambda(kernel):
     W = M^(1/2), FACT = -(1/lam) W^T grad_W (1/n) sum_i l_i: the theorem's right side."""
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(0)
-    n, d, c, lam = 60, 4, 2, 1e-2
+    n, d, lam = 60, 4, 1e-2
     X = rng.normal(size=(n, d))
     Y = np.stack([np.sin(X[:, 0] + X[:, 1]), X[:, 2] * X[:, 3]], axis=1)
     M = _psd(d, d, seed=3) / 4 + 0.1 * np.eye(d)
