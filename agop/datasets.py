@@ -1,7 +1,8 @@
 """Data sets: generated (offline, seeded) and bundled with the package.
 
 Each generator returns NumPy arrays ``(X, y)`` and is deterministic given
-``random_state``.  :func:`load_dataset` returns a :class:`Dataset` for a bundled real
+``random_state``; :func:`modular_arithmetic` makes the grokking tasks (train/test pairs
+of ``a op b mod p``).  :func:`load_dataset` returns a :class:`Dataset` for a bundled real
 data set (``breast_cancer``, ``wine``, ``diabetes``, ``digits``, shipped in
 ``agop/data/``) or the generated ``lowrank`` problem; nothing is downloaded.
 """
@@ -15,7 +16,19 @@ from importlib import resources
 
 import numpy as np
 
-__all__ = ["Dataset", "dataset_names", "load_dataset", "low_rank", "sparse_parity"]
+from ._modular import (
+    OPERATIONS,
+    ModularData,
+    discrete_log_order,
+    modular_arithmetic,
+    primitive_root,
+)
+
+__all__ = [
+    "Dataset", "dataset_names", "load_dataset", "low_rank", "sparse_parity",
+    # modular arithmetic (the grokking tasks, agop._modular)
+    "OPERATIONS", "ModularData", "discrete_log_order", "modular_arithmetic", "primitive_root",
+]
 
 
 @dataclass(frozen=True)
