@@ -15,8 +15,9 @@ pytestmark = pytest.mark.slow
 
 
 def test_fact_rfm_on_the_low_rank_target_matches_rfm():
-    """SPEC §12 (n = 2000 here): FACT-RFM's test MSE is within 10 % of RFM's and its M
-    selects the coordinates {0, 1, 5} of y = x0 x1 1{x5 > 0}."""
+    """SPEC §12 with n = 2000 (not 4000): FACT-RFM's test MSE is within 10 % of RFM's and
+    its M selects the coordinates {0, 1, 5} of y = x0 x1 1{x5 > 0}.  At SPEC's n = 4000
+    the 10 % bound does not hold (docs/fact.md: 0.0024 against 0.0021)."""
     X, y = low_rank(4000, 20, random_state=0)
     kw = dict(iters=5, reg=1e-3, X_val=X[2000:], Y_val=y[2000:], early_stop_tol=None,
               return_best=False)
