@@ -10,20 +10,13 @@ from collections.abc import Callable
 from typing import Any
 
 from ._generic import AGOPAccumulator
-from ._lib._compat import array_namespace, is_array
+from ._lib._compat import array_namespace, import_torch, is_array
 
 __all__ = ["agop_of", "grads_of"]
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "agop.autodiff needs PyTorch; install it with `pip install torch==2.13.0` "
-            "(or the `agop[torch]` extra)"
-        ) from exc
-    return torch
+    return import_torch("agop.autodiff")
 
 
 def grads_of(f: Callable[[Any], Any], X: Any) -> Any:

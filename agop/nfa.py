@@ -23,6 +23,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from . import measures
+from ._lib._compat import import_torch
 
 __all__ = [
     "LOSSES",
@@ -44,14 +45,7 @@ _MEASURES = {"pearson": measures.pearson, "cosine": measures.cosine}
 
 
 def _torch() -> Any:
-    try:
-        import torch
-    except ImportError as exc:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "agop.nfa needs PyTorch; install it with `pip install torch==2.13.0` "
-            "(or the `agop[torch]` extra)"
-        ) from exc
-    return torch
+    return import_torch("agop.nfa")
 
 
 def _check_module(model: Any) -> Any:

@@ -18,6 +18,7 @@ __all__ = [
     "array_namespace",
     "dtype_name",
     "finfo_eps",
+    "import_torch",
     "is_array",
     "namespace_name",
 ]
@@ -71,3 +72,15 @@ def dtype_name(xp: Any, dtype: Any) -> str:
 def finfo_eps(xp: Any, dtype: Any) -> float:
     """Machine epsilon of a real floating dtype, as a Python float."""
     return float(xp.finfo(dtype).eps)
+
+
+def import_torch(module: str) -> Any:
+    """``import torch`` for an agop module that needs it, with an install hint."""
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            f"{module} needs PyTorch; install it with `pip install torch==2.13.0` "
+            "(or the `agop[torch]` extra)"
+        ) from exc
+    return torch
