@@ -12,6 +12,7 @@ leave their library or device.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -104,9 +105,9 @@ def solve_ridge(K: Any, Y: Any, reg: float = 1e-3) -> Any:
     ------
     SingularSystemError
         When the Cholesky factorization fails at ``reg`` and after up to three retries
-        adding a jitter of ``max(1e-8, n * eps) * trace(K) / n`` (times 10 per retry) to
-        the diagonal (SPEC Part A #11; ``eps`` of the dtype, so that a float32 retry
-        changes the system).
+        adding a jitter of ``max(1e-8, sqrt(n) * eps) * trace(K) / n`` (times 10 per
+        retry, logged as a warning when it succeeds) to the diagonal (SPEC Part A #11;
+        ``eps`` of the dtype, so that a float32 retry changes the system).
 
     Examples
     --------
@@ -136,12 +137,15 @@ def solve_ridge(K: Any, Y: Any, reg: float = 1e-3) -> Any:
     one_d = Y.ndim == 1
     Y = xp.astype(xp.reshape(Y, (n, 1)) if one_d else Y, dtype, copy=False)
     scale = float(xp.sum(xp.linalg.diagonal(K))) / n
-    jitter = 0.0
+    base = max(_JITTER, math.sqrt(n) * finfo_eps(xp, dtype)) * max(scale, 1e-300)
     for attempt in range(_MAX_RETRIES + 1):
+        jitter = 0.0 if attempt == 0 else base * 10.0 ** (attempt - 1)
         coef = _cholesky_solve(_shifted(K, reg + jitter, xp), Y, xp)
         if coef is not None and bool(xp.all(xp.isfinite(coef))):
+            if jitter:
+                logger.warning("K + reg*I was not positive definite at reg = %g; solved "
+                               "with a diagonal jitter of %.3g added", reg, jitter)
             return coef[:, 0] if one_d else coef
-        jitter = max(_JITTER, n * finfo_eps(xp, dtype)) * max(scale, 1e-300) * 10.0**attempt
     raise SingularSystemError(
         f"K + reg*I is not positive definite for reg = {reg:g} (n = {n}, {dtype}), even "
         f"with a diagonal jitter up to {jitter:.3g}; use a larger reg (reg = 0 needs "
@@ -254,7 +258,9 @@ def _dense_matvec(K: Any, reg: float, xp: Any):
         from scipy.linalg import blas
 
         symv = blas.ssymv if K.dtype == np.float32 else blas.dsymv
-        KF = K.T  # the same symmetric matrix as a Fortran-ordered array: no copy
+        # the same symmetric matrix as a Fortran-ordered array (no copy for a C-ordered
+        # K, as kernel_matrix returns; otherwise one copy here, not one per product)
+        KF = np.ascontiguousarray(K).T
 
         def matvec(V):
             if V.shape[1] > _SYMV_MAX_COLUMNS:

@@ -126,7 +126,7 @@ def _check_normalize(normalize: Any) -> str | None:
 
 
 def finish_matrix(A: Any, *, power: float = 1.0, normalize: str | None = "max",
-                  n_points: int = 1) -> Any:
+                  n_points: int = 1, clip: bool = False) -> Any:
     """Post-process an averaged statistic ``A`` (e.g. the AGOP) into the next ``M``.
 
     ``A`` is ``(d, d)`` symmetric PSD up to round-off, or ``(d,)`` non-negative (the
@@ -137,7 +137,7 @@ def finish_matrix(A: Any, *, power: float = 1.0, normalize: str | None = "max",
        ``"mean"`` keeps the average ``A``.
     2. matrix power ``A^power`` by ``eigh`` of the symmetrized matrix with negative
        eigenvalues clipped to 0 (entrywise, clipped at 0, for a vector); ``power = 1``
-       only symmetrizes.
+       only symmetrizes, unless ``clip`` (for a statistic that need not be PSD).
     3. ``"max"``: divide by the largest entry; ``"fro"``: by the Frobenius norm;
        ``"trace"``: by the trace (these three make the result scale-free).
 
@@ -165,7 +165,7 @@ def finish_matrix(A: Any, *, power: float = 1.0, normalize: str | None = "max",
                  "trace": xp.sum(A)}.get(normalize)
     else:
         A = (A + A.T) / 2.0
-        if power != 1.0:
+        if power != 1.0 or clip:
             evals, evecs = xp.linalg.eigh(A)
             evals = xp.where(evals > 0, evals, 0.0) ** power
             A = (evecs * evals[None, :]) @ evecs.T
@@ -420,7 +420,7 @@ class FACTUpdate(UpdateRule):
             A = _left_polar_power(F if M is None else F @ M, s / 2.0, xp)
         else:
             return finish_matrix(F if M is None else F @ M, power=s / 2.0,
-                                 normalize=self.normalize, n_points=1)
+                                 normalize=self.normalize, n_points=1, clip=True)
         return finish_matrix(A, power=1.0, normalize=self.normalize, n_points=1)
 
     def get_params(self) -> dict[str, Any]:

@@ -164,6 +164,8 @@ def test_update_rules_equal_their_definitions():
         ("inner_product", 1.0): root(F @ M, 0.5),
         ("fact", 0.5): root(F @ F.T, 0.25),
         ("geometric", 2.0): root(F @ M @ M @ F.T, 0.5),
+        # power 2: (F M)^1, still with its negative eigenvalues clipped (F M is not PSD)
+        ("inner_product", 2.0): root(F @ M, 1.0),
     }
     for (variant, power), ref in cases.items():
         got = FACTUpdate(variant=variant, power=power, normalize="mean").from_statistic(F, M)
