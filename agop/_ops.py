@@ -500,6 +500,12 @@ def fact_mapped(kernel: Kernel, X: Any, fmap: FeatureMap, centers_mapped: Any, c
                 alpha: Any = None, *, diag: bool = False, backend: str = "auto") -> Any:
     """:func:`fact` for data already mapped by ``fmap`` (what a fitted
     :class:`agop.updates.KernelMachine` holds): ``M`` is not factored again."""
+    xp = namespace_of(X, centers_mapped)
+    X = as_float_array(X, "X", xp, ndim=(2,), device=array_device(centers_mapped),
+                       int_dtype=centers_mapped.dtype)
+    if X.shape[1] != centers_mapped.shape[1]:
+        raise ValueError(f"X has {X.shape[1]} features but the machine has "
+                         f"{centers_mapped.shape[1]}")
     inp = _prepare(fmap.apply(X), centers_mapped, coef, names=("X", "centers"))
     alpha = _check_alpha(alpha, inp, X.shape[0])
     inside = diag and fmap.metric != "full"

@@ -75,6 +75,15 @@ def test_fact_rejects_bad_input():
         agop.fact(k, X, X, coef, diag="yes")
     with pytest.raises(TypeError, match="kernel"):
         agop.fact("laplace", X, X, coef)
+    # a fitted machine checks the rows it is given
+    from agop.updates import KernelMachine
+
+    m = KernelMachine.build(k, X, coef)
+    with pytest.raises(ValueError, match="2 features but the machine has 3"):
+        m.fact(X[:, :2], coef)
+    with pytest.raises(TypeError, match="array of numbers"):
+        m.fact("abc", coef)
+    np.testing.assert_allclose(m.fact(X.tolist(), coef), m.fact(), rtol=1e-12)
 
 
 # --------------------------------------------------------------------------- derivation
