@@ -99,6 +99,11 @@ def _as_target(model: Any, Y: Any, n: int, loss: Any) -> Any:
     if Y.shape[0] != n:
         raise ValueError(f"Y has {Y.shape[0]} rows but X has {n}")
     if loss == "cross_entropy":
+        if Y.dtype.is_complex or Y.dtype == torch.bool or (
+            Y.dtype.is_floating_point and not bool(torch.all(Y == torch.round(Y)))
+        ):
+            raise ValueError("cross_entropy needs integer class labels, got "
+                             f"{Y.dtype} values that are not whole numbers")
         return Y.to(device=p.device, dtype=torch.int64)
     return Y.to(device=p.device, dtype=p.dtype)
 

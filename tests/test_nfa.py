@@ -118,6 +118,8 @@ def test_train_and_argument_checks():
         nfa.train(net, X, Y, optimizer="rmsprop")
     with pytest.raises(ValueError, match="loss"):
         nfa.layer_facts(net, X, Y, weight_decay=1.0, loss="hinge")
+    with pytest.raises(ValueError, match="integer class labels"):  # no silent 0.7 -> 0
+        nfa.layer_facts(net, X, Y[:, 0], weight_decay=1.0, loss="cross_entropy")
     with pytest.raises(ValueError, match="measure"):
         nfa.nfa_correlations(net, X, measure="spearman")
     with pytest.raises(TypeError, match="nn.Module"):
