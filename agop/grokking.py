@@ -167,6 +167,8 @@ class GrokkingRecorder:
         t0 = time.perf_counter()
         d = self.data
         M = np.eye(2 * d.p) if machine.M is None else to_numpy(machine.M)
+        if M.ndim == 1:  # a diagonal M (a diagonal M0, or a diagonal update)
+            M = np.diag(M)
         out = {"iteration": record["iteration"]}
         for part, X, y, Y in (("train", d.X_train, d.y_train, d.Y_train),
                               ("test", d.X_test, d.y_test, d.Y_test)):

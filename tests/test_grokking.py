@@ -207,6 +207,11 @@ def test_preset_settings_and_the_recorder_on_the_loop():
     assert rec.history[-1]["alignment"] == pytest.approx(1.0)
     P = res.machine.predict(data.X_test)
     assert rec.history[-1]["test_mse"] == pytest.approx(np.mean((P - data.Y_test) ** 2))
+    # a diagonal M_0 is recorded as the matrix it stands for
+    rec_d = GrokkingRecorder(data)
+    fit_feature_machine(data.X_train, data.Y_train, grokking_kernel(), u, iters=1, reg=0.0,
+                        solver="direct", M0=np.ones(22), callbacks=[rec_d])
+    np.testing.assert_array_equal(rec_d.Ms[0], np.eye(22))
     with pytest.raises(TypeError, match="ModularData"):
         fit_grokking((data.X_train, data.Y_train))
     with pytest.raises(ValueError, match="no measure"):
