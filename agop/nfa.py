@@ -311,11 +311,11 @@ def feature_matrices(model: Any, *, layers: Sequence[Any] | None = None) -> list
 
 def matrix_power(A: Any, power: float) -> Any:
     """``A^power`` of a symmetric PSD torch matrix by ``eigh`` of its symmetric part,
-    negative eigenvalues clipped to 0 (SPEC Part A #3)."""
-    torch = _torch()
-    A = (A + A.T) / 2
-    w, V = torch.linalg.eigh(A)
-    return (V * torch.clamp(w, min=0) ** power) @ V.T
+    negative eigenvalues clipped to 0 (SPEC Part A #3): the power step of
+    :func:`agop.updates.finish_matrix`, without normalization."""
+    from .updates import finish_matrix
+
+    return finish_matrix(A, power=power, normalize="mean", clip=True)
 
 
 def _measure(measure: str) -> Callable[[Any, Any], float]:
@@ -425,8 +425,9 @@ def mlp(
             "quadratic": None}
     if activation not in acts:
         raise ValueError(f"activation must be one of {sorted(acts)}, got {activation!r}")
-    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
-        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    for name, v in (("depth", depth), ("d_in", d_in), ("width", width), ("d_out", d_out)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
     class Square(torch.nn.Module):
         """``z -> z^2`` (the activation of the grokking networks)."""
 
@@ -507,6 +508,9 @@ def train(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if optimizer not in ("sgd", "adam", "lbfgs"):
         raise ValueError(f"optimizer must be 'sgd', 'adam' or 'lbfgs', got {optimizer!r}")
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
     X = _as_input(model, X)
     Y = _as_target(model, Y, X.shape[0], loss)
     n = X.shape[0]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import agop
-from agop.datasets import low_rank, sparse_parity
+from agop.datasets import low_rank, modular_arithmetic, sparse_parity
 from agop.rfm import fit_feature_machine
 from agop.updates import AGOPUpdate, FACTUpdate
 
@@ -51,23 +51,11 @@ def test_fact_rfm_and_rfm_find_the_sparse_parity_support():
         assert acc > 0.95, (update, acc)
 
 
-def _modular_addition(p, fraction, seed):
-    a, b = np.divmod(np.arange(p * p), p)
-    X = np.zeros((p * p, 2 * p))
-    X[np.arange(p * p), a] = 1.0
-    X[np.arange(p * p), p + b] = 1.0
-    Y = np.zeros((p * p, p))
-    Y[np.arange(p * p), (a + b) % p] = 1.0
-    perm = np.random.default_rng(seed).permutation(p * p)
-    n = int(fraction * p * p)
-    return X[perm[:n]], Y[perm[:n]], X[perm[n:]], Y[perm[n:]]
-
-
 def test_fact_rfm_groks_modular_addition():
     """(x + y) mod 31 with 60 % of the pairs: ridgeless Gaussian FACT-RFM interpolates the
     training data at every iteration while test accuracy stays at chance for the first
     iterations, then jumps to >= 0.95 (SPEC §5.3 reports the same for p = 61)."""
-    Xtr, Ytr, Xte, Yte = _modular_addition(31, 0.6, seed=0)
+    Xtr, Ytr, Xte, Yte = modular_arithmetic(31, "+", train_fraction=0.6, seed=0)
     test_acc, train_acc = [], []
 
     def record(rec, machine):

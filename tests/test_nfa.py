@@ -116,6 +116,10 @@ def test_train_and_argument_checks():
         nfa.layer_facts(net, X, Y, weight_decay=0.0)
     with pytest.raises(ValueError, match="optimizer"):
         nfa.train(net, X, Y, optimizer="rmsprop")
+    with pytest.raises(ValueError, match="batch_size"):
+        nfa.train(net, X, Y, batch_size=0)
+    with pytest.raises(ValueError, match="width"):
+        nfa.mlp(4, 0, 2)
     with pytest.raises(ValueError, match="loss"):
         nfa.layer_facts(net, X, Y, weight_decay=1.0, loss="hinge")
     with pytest.raises(ValueError, match="integer class labels"):  # no silent 0.7 -> 0
