@@ -33,7 +33,14 @@ from .._lib._compat import namespace_name
 from .._lib._selfpair import self_pair_params
 from . import OPS, DispatchContext, _scalar, register
 
-__all__ = ["FASTMATH", "agop", "kernel_matrix", "kernel_mv", "predictor_grads"]
+__all__ = [
+    "FASTMATH",
+    "agop",
+    "kernel_matrix",
+    "kernel_mv",
+    "predictor_grads",
+    "symmetric_matvec",
+]
 
 #: Fast-math flags of every loop: contraction to FMA, reciprocal and approximate
 #: functions, sign of zero and reassociation of sums (so that the L_p coordinate sums
@@ -260,6 +267,95 @@ def _lp_loop(X, Z, nx, nz, atol2, rho, p, q, logL, inv_Lq, coef, K, out, G, mode
                         w = coef[j, l]
                         for a in range(d):
                             G[i, l, a] += w * direction[a]
+
+
+# ------------------------------------------------------- symmetric kernel matrix products
+@_loop
+def _symm_lower_pair(K, v0, v1, bounds, parts):  # pragma: no cover - jitted
+    """``parts[t] = (K V)`` restricted to what rows ``bounds[t]:bounds[t+1]`` of the lower
+    triangle of ``K`` contribute, for two columns ``v0, v1`` at once.
+
+    Each element ``K[i, j]`` (``j <= i``) is read once and used twice (row ``i`` and,
+    by symmetry, row ``j``); rows go in pairs so that one pass over ``parts`` serves two
+    rows.  Chunks write disjoint ``parts[t]``, summed by the caller.
+    """
+    for t in prange(bounds.shape[0] - 1):
+        o0 = parts[t, 0]
+        o1 = parts[t, 1]
+        i = bounds[t]
+        end = bounds[t + 1]
+        while i + 1 < end:
+            a0 = v0[i]
+            a1 = v1[i]
+            b0 = v0[i + 1]
+            b1 = v1[i + 1]
+            s00 = 0.0
+            s01 = 0.0
+            s10 = 0.0
+            s11 = 0.0
+            for j in range(i):
+                k1 = K[i, j]
+                k2 = K[i + 1, j]
+                x0 = v0[j]
+                x1 = v1[j]
+                s00 += k1 * x0
+                s01 += k1 * x1
+                s10 += k2 * x0
+                s11 += k2 * x1
+                o0[j] += k1 * a0 + k2 * b0
+                o1[j] += k1 * a1 + k2 * b1
+            kd = K[i + 1, i]
+            o0[i] += s00 + K[i, i] * a0 + kd * b0
+            o1[i] += s01 + K[i, i] * a1 + kd * b1
+            o0[i + 1] += s10 + kd * a0 + K[i + 1, i + 1] * b0
+            o1[i + 1] += s11 + kd * a1 + K[i + 1, i + 1] * b1
+            i += 2
+        if i < end:  # an odd row count: the last row alone
+            a0 = v0[i]
+            a1 = v1[i]
+            s00 = 0.0
+            s01 = 0.0
+            for j in range(i):
+                k1 = K[i, j]
+                s00 += k1 * v0[j]
+                s01 += k1 * v1[j]
+                o0[j] += k1 * a0
+                o1[j] += k1 * a1
+            o0[i] += s00 + K[i, i] * a0
+            o1[i] += s01 + K[i, i] * a1
+
+
+#: row chunks of the symmetric product (several per thread, for load balance)
+_SYMM_CHUNKS = 16
+
+
+def symmetric_matvec(K: np.ndarray, V: np.ndarray) -> np.ndarray:
+    """``K @ V`` for a symmetric C-ordered NumPy matrix ``K`` (float32 or float64),
+    reading only its lower triangle, once per two columns of ``V`` (n, c).
+
+    The product of an ``n x n`` matrix with a few vectors is memory bound: this reads
+    ``n^2 / 2`` entries per pair of columns, where BLAS ``symv`` reads as many per column
+    and a narrow GEMM the whole matrix.
+    """
+    n = K.shape[0]
+    c = V.shape[1]
+    # chunk boundaries of equal triangle area (row i costs i), even so rows pair up
+    b = np.round(n * np.sqrt(np.arange(_SYMM_CHUNKS + 1) / _SYMM_CHUNKS)).astype(np.int64)
+    b[1:-1] -= b[1:-1] % 2
+    bounds = np.unique(b)
+    out = np.empty((n, c), dtype=K.dtype)
+    parts = np.empty((bounds.shape[0] - 1, 2, n), dtype=K.dtype)
+    for j in range(0, c, 2):
+        v0 = np.ascontiguousarray(V[:, j], dtype=K.dtype)
+        v1 = (np.ascontiguousarray(V[:, j + 1], dtype=K.dtype) if j + 1 < c
+              else np.zeros(n, dtype=K.dtype))
+        parts.fill(0)
+        _symm_lower_pair(K, v0, v1, bounds, parts)
+        summed = parts.sum(axis=0)
+        out[:, j] = summed[0]
+        if j + 1 < c:
+            out[:, j + 1] = summed[1]
+    return out
 
 
 # --------------------------------------------------------------------------- wrappers
