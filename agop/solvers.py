@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from . import _backends
 from ._lib._compat import (
     array_device,
     dtype_name,
@@ -265,15 +266,19 @@ _SYMV_MAX_COLUMNS = 4
 
 
 def _dense_matvec(K: Any, reg: float, xp: Any):
-    """``V -> (K + reg I) V`` for a symmetric kernel matrix ``K`` held in memory."""
+    """``V -> (K + reg I) V`` for a symmetric kernel matrix ``K`` held in memory; a NumPy
+    ``K`` only needs its lower triangle (see ``numba_cpu.symmetric_kernel_matrix``)."""
     if is_numpy_namespace(xp) and K.dtype in (np.float32, np.float64):
+        from scipy.linalg import blas
+
         from ._backends.numba_cpu import symmetric_matvec
 
         KC = np.ascontiguousarray(K)  # no copy for kernel_matrix's C-ordered output
+        symm = blas.ssymm if K.dtype == np.float32 else blas.dsymm
 
         def matvec(V):
-            if V.shape[1] > _SYMV_MAX_COLUMNS:
-                return K @ V + reg * V
+            if V.shape[1] > _SYMV_MAX_COLUMNS:  # the lower triangle of K as upper of K^T
+                return symm(1.0, KC.T, V, lower=0) + reg * V
             return symmetric_matvec(KC, V) + reg * V
 
         return matvec
@@ -398,17 +403,28 @@ def solve_kernel_ridge(
         if max_iter < 1:
             raise ValueError(f"max_iter must be >= 1, got {max_iter}")
         if fits:
-            K = kernel_matrix(kernel, Xt, Xt)
+            if is_numpy_namespace(xp) and _backends.select(
+                "kernel_matrix", inp.context("kernel_matrix", kernel)
+            ).backend == "numba_cpu":
+                # one triangle: the products and nothing else read K (the preconditioner
+                # computes its landmark columns anew)
+                from ._backends.numba_cpu import symmetric_kernel_matrix
+
+                K = symmetric_kernel_matrix(kernel, Xt)
+                lower_only = True
+            else:
+                K, lower_only = kernel_matrix(kernel, Xt, Xt), False
             matvec = _dense_matvec(K, reg, xp)
         else:
-            K = None
+            K, lower_only = None, False
 
             def matvec(V):
                 return kernel_mv(kernel, Xt, Xt, V) + reg * V
 
         rng = np.random.default_rng(random_state)
         rank = min(n, int(cfg["pcg_rank"]))
-        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp, K)
+        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp,
+                                          None if lower_only else K)
         X0 = None
         if coef0 is not None:
             X0 = as_float_array(coef0, "coef0", xp, ndim=(1, 2), device=inp.device)

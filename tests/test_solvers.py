@@ -241,3 +241,21 @@ def test_symmetric_matvec_reads_the_lower_triangle(dtype, n, c):
     assert out.dtype == dtype and out.shape == (n, c)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, expected, rtol=tol, atol=tol * np.abs(expected).max())
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 7, 1025, 2100])
+@pytest.mark.parametrize("kernel", [agop.Laplace(2.0), agop.Gaussian(1.5),
+                                    agop.GeneralizedExponential(2.0, 1.3)], ids=repr)
+def test_symmetric_kernel_matrix_is_the_lower_triangle_of_kernel_matrix(dtype, n, kernel):
+    """PCG's one-triangle kernel matrix equals kernel_matrix on and below the diagonal
+    (row blocks of 1024 straddle the diagonal for n = 1025 and 2100)."""
+    from agop._backends.numba_cpu import symmetric_kernel_matrix
+
+    X = np.random.default_rng(n).normal(size=(n, 5)).astype(dtype)
+    L = symmetric_kernel_matrix(kernel, X)
+    K = agop.kernel_matrix(kernel, X, X)
+    assert L.dtype == dtype and L.shape == (n, n)
+    # (equal up to the summation order of the BLAS products of different shapes)
+    rtol = 1e-6 if dtype == np.float32 else 1e-14
+    np.testing.assert_allclose(np.tril(L), np.tril(K), rtol=rtol, atol=rtol)

@@ -39,6 +39,7 @@ __all__ = [
     "kernel_matrix",
     "kernel_mv",
     "predictor_grads",
+    "symmetric_kernel_matrix",
     "symmetric_matvec",
 ]
 
@@ -480,6 +481,31 @@ def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
         i1 = min(i0 + _GEMM_ROWS, K.shape[0])
         prob.block(i0, i1, K[i0:], weight=False)
     return _from_numpy(K, xp)
+
+
+#: rows per GEMM of the lower triangle (smaller blocks: less work above the diagonal)
+_LOWER_GEMM_ROWS = 1024
+
+
+def symmetric_kernel_matrix(kernel: Any, Xt: Any) -> np.ndarray:
+    """The lower triangle (with the diagonal) of ``K(Xt, Xt)`` as an ``n x n`` NumPy
+    array whose entries above the diagonal are NOT set: for consumers that read one
+    triangle (:func:`symmetric_matvec`, BLAS ``symm``).  About half the work of
+    :func:`kernel_matrix`, and pages above the diagonal are never touched.  L_p kernels
+    get the full matrix."""
+    prob = _Problem(kernel, Xt, Xt)
+    if prob.family == "lp":
+        return prob.lp(0)
+    n = prob.X.shape[0]
+    K = np.empty((n, n), dtype=prob.dtype)
+    for i0 in range(0, n, _LOWER_GEMM_ROWS):
+        i1 = min(i0 + _LOWER_GEMM_ROWS, n)
+        # rows i0:i1, columns 0:i1 (the diagonal block whole): a strided view, which
+        # BLAS writes in place
+        T = np.matmul(prob.X[i0:i1], prob.ZT[:, :i1], out=K[i0:i1, :i1])
+        _pair_pass(T, prob.nx[i0:i1], prob.nz[:i1], prob.atol2, prob.rho, prob.code, prob.L,
+                   prob.q, False)
+    return K
 
 
 def kernel_mv(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
