@@ -38,7 +38,23 @@ def test_bench_rfm_runs_small(tmp_path, capsys):
     assert p.X_train.shape == (200, 10) and p.X_val.shape == (50, 10)
     assert p.X_train.dtype == np.float32
     out = tmp_path / "t.md"
-    assert main(["--sizes", "160", "--datasets", "wine", "--no-xrfm", "--out", str(out)]) == 0
+    assert main(["--sizes", "160", "--datasets", "wine", "--no-xrfm", "--repeats", "1",
+                 "--out", str(out)]) == 0
     text = capsys.readouterr().out
     assert "| wine |" in text and "| synthetic n=160 |" in text and out.read_text() == text
     assert "rfm" in names()
+
+
+def test_bench_rfm_reports_the_fastest_of_the_repeats(monkeypatch):
+    """With repeats, each library's fastest fit is reported (and repeats < 1 is refused)."""
+    import agop.bench.rfm as bench
+
+    times = iter([3.0, 1.0, 2.0])
+    monkeypatch.setattr(bench, "warm_up", lambda *a, **k: None)
+    monkeypatch.setattr(bench, "run_agop",
+                        lambda p: (next(times), np.zeros_like(p.Y_test)))
+    p = synthetic_problem(40, d=3)
+    rows = bench.run([p], threads=1, with_xrfm=False, repeats=3)
+    assert rows[0]["agop_s"] == 1.0 and rows[0]["xrfm_s"] is None
+    with pytest.raises(ValueError, match="repeats"):
+        bench.run([p], threads=1, with_xrfm=False, repeats=0)
