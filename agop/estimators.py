@@ -335,9 +335,9 @@ class _RFMBase(_Base):
         for key in ("_encoding", "categorical_features_", "categories_",
                     "categorical_embeddings_", "feature_blocks_"):
             self.__dict__.pop(key, None)
+        self._check_params()
         if self.categorical_features is None:
             return _check_features(X)
-        self._check_params()
         enc = fit_encoding(X, self.categorical_features, self.categorical_vectors,
                            self.handle_unknown)
         if not enc.categorical:
