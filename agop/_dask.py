@@ -25,7 +25,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["agop_dask", "is_dask_array", "kernel_mv_dask", "predictor_grads_dask"]
+__all__ = ["agop_dask", "any_dask", "is_dask_array", "kernel_mv_dask", "predictor_grads_dask",
+           "reject"]
 
 
 def is_dask_array(a: Any) -> bool:
@@ -35,6 +36,15 @@ def is_dask_array(a: Any) -> bool:
 
 def any_dask(*arrays: Any) -> bool:
     return any(is_dask_array(a) for a in arrays)
+
+
+def reject(op: str, *arrays: Any) -> None:
+    """A clear ``TypeError`` for a dask array passed to an op without a dask path."""
+    if any_dask(*arrays):
+        raise TypeError(
+            f"agop.{op} does not take dask arrays (kernel_mv, predictor_grads and agop "
+            "do); call .compute() on the inputs first"
+        )
 
 
 def _as_dask_2d(da: Any, a: Any, name: str, *, ndim: tuple[int, ...] = (2,)) -> Any:

@@ -239,6 +239,7 @@ def kernel_matrix(kernel: Kernel, X: Any, Z: Any, M: Any = None, *, backend: str
     True
     """
     kernel = _check_kernel(kernel)
+    _dask.reject("kernel_matrix", X, Z, M)
     inp = _prepare(X, Z, M=M)
     return _run("kernel_matrix", kernel, inp, backend)
 
@@ -502,6 +503,7 @@ def fact(
     if not isinstance(diag, bool | np.bool_):
         raise TypeError(f"diag must be a bool, got {type(diag).__name__}")
     diag = bool(diag)
+    _dask.reject("fact", X, centers, coef, M, alpha)
     inp = _prepare(X, centers, coef, M, names=("X", "centers"))
     alpha = _check_alpha(alpha, inp, inp.X.shape[0])
     inside = diag and inp.metric != "full"

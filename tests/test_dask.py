@@ -117,6 +117,10 @@ def test_dask_wrong_combinations_raise():
         agop.agop(k, da.from_array(X.astype(complex), chunks=8), Z, coef)
     with pytest.raises(ValueError, match="centering"):
         agop.agop(k, Xd, Z, coef, centering="bad")
+    with pytest.raises(TypeError, match="does not take dask arrays"):
+        agop.kernel_matrix(k, Xd, Z)
+    with pytest.raises(TypeError, match="does not take dask arrays"):
+        agop.fact(k, Xd, X, coef[:37])
     Xu = Xd[Xd[:, 0] > 0]  # unknown chunk sizes
     with pytest.raises(ValueError, match="compute_chunk_sizes"):
         agop.agop(k, Xu, Z, coef)
@@ -138,8 +142,7 @@ def test_agop_dask_on_a_local_cluster_with_spawned_workers(tmp_path):
     distributed = pytest.importorskip("distributed")
     X, Z, coef, Ms = _data(n=30, seed=5)
     k = agop.Laplace(2.0)
-    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn",
-                          "distributed.worker.daemon": False}):
+    with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}):
         with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                                       dashboard_address=None,
                                       local_directory=str(tmp_path)) as cluster, \
