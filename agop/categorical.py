@@ -62,7 +62,7 @@ def resolve_features(spec: Any, d: int) -> tuple[int, ...]:
         return tuple(int(i) for i in np.flatnonzero(arr))
     if arr.size == 0:
         return ()
-    if arr.dtype.kind not in "iu" or any(isinstance(v, bool | np.bool_) for v in arr.tolist()):
+    if arr.dtype.kind not in "iu":
         raise TypeError(f"categorical_features must be integer column indices or a boolean "
                         f"mask, got {list(arr.tolist())[:5]!r}")
     bad = [int(i) for i in arr if not -d <= int(i) < d]
