@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from . import _backends
+from . import _backends, _dask
 from ._backends import DispatchContext
 from ._lib._compat import array_device, dtype_name, finfo_eps, is_array, namespace_name
 from ._lib._validation import (
@@ -239,6 +239,7 @@ def kernel_matrix(kernel: Kernel, X: Any, Z: Any, M: Any = None, *, backend: str
     True
     """
     kernel = _check_kernel(kernel)
+    _dask.reject("kernel_matrix", X, Z, M)
     inp = _prepare(X, Z, M=M)
     return _run("kernel_matrix", kernel, inp, backend)
 
@@ -264,7 +265,9 @@ def kernel_mv(
     array, shape (n, c), or (n,) when ``coef`` is 1-D
         The predictions ``f(X[i]) = sum_j coef_j k_M(X[i], Z[j])``.  No more than one
         planned block of K (``agop.config_context(working_memory_mb=...)``) exists at a
-        time.
+        time.  When ``X``, ``Z`` or ``coef`` is a dask array (the others NumPy or dask,
+        ``M`` NumPy), a lazy dask array: one task per pair of row chunks of ``X`` and
+        ``Z``, summed over the chunks of ``Z`` (``docs/dask.md``).
 
     Examples
     --------
@@ -276,6 +279,8 @@ def kernel_mv(
     True
     """
     kernel = _check_kernel(kernel)
+    if _dask.any_dask(X, Z, coef, M):
+        return _dask.kernel_mv_dask(kernel, X, Z, coef, M, backend)
     inp = _prepare(X, Z, coef, M)
     out = _run("kernel_mv", kernel, inp, backend, inp.coef)
     return out[:, 0] if inp.coef_1d else out
@@ -301,6 +306,7 @@ def predictor_grads(
     G : array, shape (m, c, d), or (m, d) when ``coef`` is 1-D
         ``G[i, l] = grad f_l(X[i])``.  A center coinciding with ``X[i]`` (the self-pair
         rule, SPEC Part A #10) contributes nothing.
+        A lazy dask array, chunked like ``X``, when an input is a dask array.
 
     Notes
     -----
@@ -308,6 +314,8 @@ def predictor_grads(
     ``grad f_l(x) = M sum_j coef_jl w(x, z_j) (x - z_j)`` (SPEC §2.2).
     """
     kernel = _check_kernel(kernel)
+    if _dask.any_dask(X, centers, coef, M):
+        return _dask.predictor_grads_dask(kernel, X, centers, coef, M, backend)
     inp = _prepare(X, centers, coef, M, names=("X", "centers"))
     G = inp.grads_back(_run("predictor_grads", kernel, inp, backend, inp.coef))
     return G[:, 0, :] if inp.coef_1d else G
@@ -352,6 +360,9 @@ def agop(
         Symmetric PSD (up to round-off), in the namespace, dtype and device of ``X``.
         Computed in row blocks of ``X``; the ``(m, c, d)`` gradient tensor is never
         held whole.
+        With ``X`` (or ``centers``, ``coef``) a dask array: a lazy one-chunk dask array,
+        the map-reduce over row chunks of ``X`` described in ``docs/dask.md``
+        (``M`` must then be ``None`` or a NumPy array).
 
     Examples
     --------
@@ -370,6 +381,8 @@ def agop(
     if not isinstance(diag, bool | np.bool_):
         raise TypeError(f"diag must be a bool, got {type(diag).__name__}")
     diag = bool(diag)
+    if _dask.any_dask(X, centers, coef, M):
+        return _dask.agop_dask(kernel, X, centers, coef, M, centering, diag, backend)
     inp = _prepare(X, centers, coef, M, names=("X", "centers"))
     diag_inside = diag and inp.metric != "full"
     A = _run("agop", kernel, inp, backend, inp.coef, centering=centering, diag=diag_inside)
@@ -490,6 +503,7 @@ def fact(
     if not isinstance(diag, bool | np.bool_):
         raise TypeError(f"diag must be a bool, got {type(diag).__name__}")
     diag = bool(diag)
+    _dask.reject("fact", X, centers, coef, M, alpha)
     inp = _prepare(X, centers, coef, M, names=("X", "centers"))
     alpha = _check_alpha(alpha, inp, inp.X.shape[0])
     inside = diag and inp.metric != "full"

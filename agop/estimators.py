@@ -19,6 +19,7 @@ import numpy as np
 
 from ._lib._compat import array_device, is_array, is_numpy_namespace
 from ._lib._validation import namespace_of
+from .categorical import HANDLE_UNKNOWN, CategoricalEncoding, fit_encoding
 from .kernels import Kernel, make_kernel
 from .rfm import METRICS, FitResult, fit_feature_machine
 from .solvers import SOLVERS
@@ -218,6 +219,9 @@ class _RFMBase(_Base):
         tuning_metric: str | None = None,
         random_state: Any = None,
         verbose: bool = False,
+        categorical_features: Any = None,
+        categorical_vectors: Any = None,
+        handle_unknown: str = "error",
     ) -> None:
         self.kernel = kernel
         self.bandwidth = bandwidth
@@ -236,6 +240,9 @@ class _RFMBase(_Base):
         self.tuning_metric = tuning_metric
         self.random_state = random_state
         self.verbose = verbose
+        self.categorical_features = categorical_features
+        self.categorical_vectors = categorical_vectors
+        self.handle_unknown = handle_unknown
 
     # -- hyperparameters -------------------------------------------------------------
 
@@ -260,6 +267,12 @@ class _RFMBase(_Base):
         vf = self.validation_fraction
         if not isinstance(vf, numbers.Real) or not 0.0 <= vf < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {vf!r}")
+        if self.handle_unknown not in HANDLE_UNKNOWN:
+            raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got "
+                             f"{self.handle_unknown!r}")
+        if self.categorical_features is None and self.categorical_vectors:
+            raise ValueError("categorical_vectors needs categorical_features (the columns "
+                             "they embed)")
         if self.tuning_metric is not None and self.tuning_metric not in METRICS:
             raise ValueError(
                 f"tuning_metric must be None or one of {sorted(METRICS)}, got "
@@ -291,6 +304,9 @@ class _RFMBase(_Base):
 
     def _update(self) -> UpdateRule:
         variant = UPDATES[self.update]
+        enc = self.__dict__.get("_encoding")
+        # one block per categorical feature (cross blocks 0); nothing to do for a diagonal M
+        blocks = None if enc is None or self.diag or len(enc.blocks) < 2 else enc.blocks
         if variant is not None:
             return FACTUpdate(
                 variant=variant,
@@ -299,6 +315,7 @@ class _RFMBase(_Base):
                 diag=bool(self.diag),
                 max_points=self.agop_max_points,
                 random_state=self.random_state,
+                blocks=blocks,
             )
         return AGOPUpdate(
             power=self.agop_power,
@@ -307,7 +324,52 @@ class _RFMBase(_Base):
             diag=bool(self.diag),
             agop_max_points=self.agop_max_points,
             random_state=self.random_state,
+            blocks=blocks,
         )
+
+    # -- inputs ----------------------------------------------------------------------
+
+    def _fit_features(self, X: Any) -> tuple[Any, Any, list[str] | None]:
+        """Validate the training inputs: ``(xp, X, feature_names)``.  With categorical
+        features, learn their categories and return the embedded rows."""
+        for key in ("_encoding", "categorical_features_", "categories_",
+                    "categorical_embeddings_", "feature_blocks_"):
+            self.__dict__.pop(key, None)
+        self._check_params()
+        if self.categorical_features is None:
+            return _check_features(X)
+        enc = fit_encoding(X, self.categorical_features, self.categorical_vectors,
+                           self.handle_unknown)
+        if not enc.categorical:
+            return _check_features(X)
+        self._encoding = enc
+        self.categorical_features_ = np.asarray(enc.categorical, dtype=np.int64)
+        self.categories_ = list(enc.categories)
+        self.categorical_embeddings_ = list(enc.embeddings)
+        self.feature_blocks_ = [np.asarray(b, dtype=np.int64) for b in enc.blocks]
+        return enc.transform(X)
+
+    def _features(self, X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None]:
+        """Validate (and embed) inputs of a fitted model, or validation data."""
+        enc = self._categorical_encoding()
+        if enc is None:
+            return _check_features(X, name)
+        return enc.transform(X, name)
+
+    def _categorical_encoding(self) -> CategoricalEncoding | None:
+        enc = self.__dict__.get("_encoding")
+        if enc is None and hasattr(self, "categorical_features_"):  # e.g. after agop.load
+            cats = tuple(np.asarray(c) for c in self.categories_)
+            enc = CategoricalEncoding(
+                int(self.n_features_in_),
+                tuple(int(i) for i in self.categorical_features_),
+                tuple("str" if c.dtype.kind in "US" else "int" for c in cats),
+                cats,
+                tuple(np.asarray(E, dtype=np.float64) for E in self.categorical_embeddings_),
+                self.handle_unknown,
+            )
+            self._encoding = enc
+        return enc
 
     # -- fitting ---------------------------------------------------------------------
 
@@ -373,8 +435,8 @@ class _RFMBase(_Base):
 
     def _decision(self, X: Any) -> Any:
         self._check_fitted()
-        xp, X, _ = _check_features(X)
-        if X.shape[1] != self.n_features_in_:
+        xp, X, _ = self._features(X)
+        if self._categorical_encoding() is None and X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
                 f"{self.n_features_in_} features as input."
@@ -388,7 +450,8 @@ class _RFMBase(_Base):
         return m.predict(xp.astype(X, m.centers.dtype))
 
     def _set_n_features(self, X: Any, names: list[str] | None) -> None:
-        self.n_features_in_ = int(X.shape[1])
+        enc = self.__dict__.get("_encoding")
+        self.n_features_in_ = int(X.shape[1]) if enc is None else enc.n_features_in
         if names is not None:
             self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
@@ -403,6 +466,7 @@ class _RFMBase(_Base):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("_machine", None)
+        state.pop("_encoding", None)
         return state
 
 
@@ -518,13 +582,33 @@ class RFMRegressor(_RegressorMixin, _RFMBase):
         Seeds the AGOP subsample, the validation split and the PCG preconditioner.
     verbose : bool
         Progress bar (tqdm, when installed) or ``logging`` lines (logger ``"agop"``).
+    categorical_features : sequence of int, boolean mask (d,) or None
+        Columns of ``X`` holding categories (integer codes or strings).  Each is replaced
+        by an embedding of its category (one-hot by default) and ``M`` is kept
+        block-diagonal: one block for the numerical columns, one per categorical feature
+        (xRFM's categorical kernel, ``docs/categorical.md``).  The categories are learned
+        in ``fit``.
+    categorical_vectors : dict or None
+        ``{column: embedding}`` for some categorical columns: an array ``(K, e)`` that
+        embeds the integer codes ``0 .. K-1``, or a dict ``{category: vector}``.
+    handle_unknown : {"error", "ignore"}, default "error"
+        A category not seen in ``fit`` raises a ``ValueError`` at predict time, or
+        (``"ignore"``) is embedded as the zero vector.
 
     Attributes
     ----------
     M_ : array (d, d), or (d,) when ``diag=True``
+        With categorical features ``d`` counts embedded columns (``feature_blocks_``).
     coef_ : array (n, c), or (n,) for a 1-D target
     X_fit_ : array (n, d)
-        Training inputs (the centers of the kernel machine).
+        Training inputs (the centers of the kernel machine; embedded rows with
+        categorical features).
+    categorical_features_, categories_, categorical_embeddings_ : list
+        With categorical features: their column indices, the known categories of each
+        (sorted) and each embedding matrix (row ``k`` embeds ``categories_[g][k]``).
+    feature_blocks_ : list of int arrays
+        With categorical features: the embedded columns of each block of ``M_`` (the
+        numerical columns first, in their order, then each categorical feature).
     kernel_ : agop kernel
         The kernel used (with the resolved bandwidth).
     history_ : list of dict
@@ -551,13 +635,13 @@ class RFMRegressor(_RegressorMixin, _RFMBase):
 
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> RFMRegressor:
         """Fit on ``(X, y)``; ``(X_val, y_val)`` (optional) select the best iterate."""
-        xp, X, names = _check_features(X)
+        xp, X, names = self._fit_features(X)
         y = _check_regression_targets(y, xp, X)
         Xv = Yv = None
         if X_val is not None or y_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError("pass both X_val and y_val, or neither")
-            xpv, Xv, _ = _check_features(X_val, "X_val")
+            xpv, Xv, _ = self._features(X_val, "X_val")
             if xpv is not xp:
                 raise TypeError("X_val must come from the same array library as X")
             if Xv.shape[1] != X.shape[1]:
@@ -689,7 +773,7 @@ class RFMClassifier(_ClassifierMixin, _RFMBase):
 
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> RFMClassifier:
         """Fit on ``(X, y)``; ``(X_val, y_val)`` (optional) select the best iterate."""
-        xp, X, names = _check_features(X)
+        xp, X, names = self._fit_features(X)
         classes, inverse = self._encode(y, xp, X)
         if len(classes) < 2:
             raise ValueError(
@@ -701,7 +785,7 @@ class RFMClassifier(_ClassifierMixin, _RFMBase):
         if X_val is not None or y_val is not None:
             if X_val is None or y_val is None:
                 raise ValueError("pass both X_val and y_val, or neither")
-            xpv, Xv, _ = _check_features(X_val, "X_val")
+            xpv, Xv, _ = self._features(X_val, "X_val")
             if xpv is not xp:
                 raise TypeError("X_val must come from the same array library as X")
             if Xv.shape[1] != X.shape[1]:

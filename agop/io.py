@@ -1,10 +1,11 @@
 """Saving and loading fitted models: one ``.npz`` file, arrays plus JSON metadata.
 
 ``agop.save(model, path)`` writes the fitted arrays (``M_``, ``coef_``, ``X_fit_``,
-``classes_``) as NumPy arrays and everything else (the class, its hyperparameters, the
-fitted kernel, the history, a format version) as a JSON document inside the same file.
-``agop.load(path)`` reads it back with ``allow_pickle=False``: no pickle is ever involved,
-so loading a file cannot run code.  A reloaded model predicts bit-identical numbers.
+``classes_``; with categorical features their categories and embeddings) as NumPy arrays
+and everything else (the class, its hyperparameters, the fitted kernel, the history, a
+format version) as a JSON document inside the same file. ``agop.load(path)`` reads it
+back with ``allow_pickle=False``: no pickle is ever involved, so loading a file cannot
+run code.  A reloaded model predicts bit-identical numbers.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .kernels import Kernel, make_kernel
 __all__ = ["FORMAT", "FORMAT_VERSION", "load", "save"]
 
 FORMAT = "agop-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: categorical features (files without them are still written as 1)
 _META = "__agop_meta__"
 _ARRAYS = ("M_", "coef_", "X_fit_", "classes_")
 _SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d")
@@ -59,7 +60,50 @@ def _jsonable(value: Any, name: str) -> Any:
 def _from_json(value: Any) -> Any:
     if isinstance(value, dict) and set(value) == {"__kernel__"}:
         return make_kernel(**value["__kernel__"])
+    if isinstance(value, dict) and set(value) == {"__ndarray__"}:
+        return np.asarray(value["__ndarray__"])
     return value
+
+
+def _params_to_json(params: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
+    """The hyperparameters as JSON; the arrays of ``categorical_vectors`` go to ``arrays``."""
+    params = dict(params)
+    features = params.pop("categorical_features", None)
+    vectors = params.pop("categorical_vectors", None)
+    out = _jsonable(params, "params")
+    if isinstance(features, np.ndarray):
+        out["categorical_features"] = {"__ndarray__": features.tolist()}
+    else:
+        out["categorical_features"] = _jsonable(features, "categorical_features")
+    if vectors is None:
+        out["categorical_vectors"] = None
+        return out
+    entries = []
+    for i, (col, spec) in enumerate(dict(vectors).items()):
+        key = f"param_categorical_vectors_{i}"
+        entry: dict[str, Any] = {"column": int(col), "array": key}
+        if isinstance(spec, dict):
+            entry["keys"] = [k if isinstance(k, str) else int(k) for k in spec]
+            arrays[key] = np.stack([np.asarray(v, dtype=np.float64).reshape(-1)
+                                    for v in spec.values()])
+        else:
+            arrays[key] = _to_numpy(spec) if is_array(spec) else np.asarray(spec)
+        entries.append(entry)
+    out["categorical_vectors"] = {"__categorical_vectors__": entries}
+    return out
+
+
+def _params_from_json(meta_params: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict:
+    params = {k: _from_json(v) for k, v in meta_params.items()}
+    vec = params.get("categorical_vectors")
+    if isinstance(vec, dict) and "__categorical_vectors__" in vec:
+        out: dict[int, Any] = {}
+        for entry in vec["__categorical_vectors__"]:
+            A = arrays[entry["array"]]
+            out[int(entry["column"])] = (A if "keys" not in entry
+                                         else {k: A[i] for i, k in enumerate(entry["keys"])})
+        params["categorical_vectors"] = out
+    return params
 
 
 def _to_numpy(a: Any) -> np.ndarray:
@@ -89,6 +133,12 @@ def save(model: Any, path: str | os.PathLike) -> str:
     if not hasattr(model, "M_"):
         raise ValueError(f"this {name} is not fitted yet; call fit first")
     arrays: dict[str, np.ndarray] = {}
+    n_cat = len(getattr(model, "categories_", []))
+    if n_cat:
+        arrays["categorical_features_"] = np.asarray(model.categorical_features_, dtype=np.int64)
+        for g in range(n_cat):
+            arrays[f"categories_{g}"] = np.asarray(model.categories_[g])
+            arrays[f"categorical_embeddings_{g}"] = np.asarray(model.categorical_embeddings_[g])
     for key in _ARRAYS:
         if hasattr(model, key):
             a = _to_numpy(getattr(model, key))
@@ -99,10 +149,11 @@ def save(model: Any, path: str | os.PathLike) -> str:
             arrays[key] = a
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION,
+        "format_version": FORMAT_VERSION if n_cat else 1,
         "class": name,
         "namespace": namespace_name(namespace_of(model.M_)),
-        "params": _jsonable(model.get_params(deep=False), "params"),
+        "params": _params_to_json(model.get_params(deep=False), arrays),
+        "n_categorical": n_cat,
         "kernel_": model.kernel_.to_dict(),
         "history_": _jsonable(model.history_, "history_"),
         "feature_names_in_": (
@@ -170,7 +221,10 @@ def load(path: str | os.PathLike, *, like: Any = None) -> Any:
     missing = [k for k in ("M_", "coef_", "X_fit_") if k not in arrays]
     if missing:
         raise ValueError(f"{path} is incomplete: missing arrays {missing}")
-    params = {k: _from_json(v) for k, v in meta["params"].items()}
+    try:
+        params = _params_from_json(meta["params"], arrays)
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"{path} has malformed hyperparameters: {exc}") from exc
     try:
         model = cls(**params)
     except TypeError as exc:
@@ -187,6 +241,19 @@ def load(path: str | os.PathLike, *, like: Any = None) -> Any:
             setattr(model, key, meta[key])
     if meta.get("feature_names_in_") is not None:
         model.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
+    n_cat = meta.get("n_categorical", 0)
+    if n_cat:
+        keys = ["categorical_features_"] + [f"{k}_{g}" for g in range(n_cat) for k in
+                                            ("categories", "categorical_embeddings")]
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ValueError(f"{path} is incomplete: missing arrays {missing}")
+        model.categorical_features_ = arrays["categorical_features_"]
+        model.categories_ = [arrays[f"categories_{g}"] for g in range(n_cat)]
+        model.categorical_embeddings_ = [arrays[f"categorical_embeddings_{g}"]
+                                         for g in range(n_cat)]
+        model.feature_blocks_ = [np.asarray(b, dtype=np.int64)
+                                 for b in model._categorical_encoding().blocks]
     return model
 
 

@@ -12,6 +12,7 @@ Every rule ends in the same post-processing (:func:`finish_matrix`): a matrix po
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ __all__ = [
     "FACTUpdate",
     "KernelMachine",
     "UpdateRule",
+    "block_diagonal",
     "finish_matrix",
 ]
 
@@ -179,6 +181,56 @@ def finish_matrix(A: Any, *, power: float = 1.0, normalize: str | None = "max",
     return A
 
 
+def _check_blocks(blocks: Any) -> tuple[tuple[int, ...], ...] | None:
+    """``blocks`` as a tuple of tuples of coordinate indices (or ``None``)."""
+    if blocks is None:
+        return None
+    try:
+        out = tuple(tuple(operator.index(i) for i in b) for b in blocks)
+        bools = any(isinstance(i, bool | np.bool_) for b in blocks for i in b)
+    except TypeError as exc:
+        raise TypeError("blocks must be a sequence of sequences of integer coordinate "
+                        f"indices, got {blocks!r}") from exc
+    if bools or not out or any(len(b) == 0 for b in out):
+        raise TypeError("blocks must be a non-empty sequence of non-empty sequences of "
+                        f"integer coordinate indices, got {blocks!r}")
+    flat = [i for b in out for i in b]
+    if len(set(flat)) != len(flat) or min(flat) < 0:
+        raise ValueError(f"blocks must be disjoint sets of coordinates >= 0, got {out!r}")
+    return out
+
+
+def block_diagonal(A: Any, blocks: Any) -> Any:
+    """``A`` with the entries between different ``blocks`` set to zero.
+
+    ``blocks`` partitions the ``d`` coordinates (each index in exactly one block); a
+    ``(d,)`` vector (a diagonal statistic) is returned unchanged.  This is how the
+    feature matrix of categorical features stays block-diagonal (``docs/categorical.md``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from agop.updates import block_diagonal
+    >>> block_diagonal(np.ones((3, 3)), [[0, 2], [1]])
+    array([[1., 0., 1.],
+           [0., 1., 0.],
+           [1., 0., 1.]])
+    """
+    blocks = _check_blocks(blocks)
+    if blocks is None or A.ndim == 1:
+        return A
+    d = A.shape[0]
+    if sorted(i for b in blocks for i in b) != list(range(d)):
+        raise ValueError(f"blocks must partition the {d} coordinates of the statistic "
+                         f"(each index 0..{d - 1} in exactly one block), got {blocks!r}")
+    label = np.empty(d, dtype=np.intp)
+    for k, b in enumerate(blocks):
+        label[list(b)] = k
+    xp = namespace_of(A)
+    mask = xp.asarray(label[:, None] == label[None, :], device=array_device(A))
+    return xp.where(mask, A, xp.zeros_like(A))
+
+
 def _generator(random_state: Any, iteration: int) -> np.random.Generator:
     if isinstance(random_state, np.random.Generator):
         return random_state
@@ -241,6 +293,11 @@ class AGOPUpdate(UpdateRule):
         Explicit evaluation points instead of the training inputs.
     random_state : None, int or numpy Generator
         Seeds the subsets: with an int, iteration ``t`` uses ``SeedSequence(seed, (t,))``.
+    blocks : sequence of sequences of int, optional
+        Keep ``M`` block-diagonal: the AGOP's entries between different blocks (which
+        partition the ``d`` coordinates) are set to zero before the power and the
+        normalization (:func:`block_diagonal`); categorical features use one block per
+        feature (``docs/categorical.md``).  No effect with ``diag=True``.
 
     Examples
     --------
@@ -262,8 +319,10 @@ class AGOPUpdate(UpdateRule):
     agop_max_points: int | None = 20_000
     agop_points: Any = field(default=None, repr=False)
     random_state: Any = None
+    blocks: Any = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", _check_blocks(self.blocks))
         _check_power(self.power)
         _check_normalize(self.normalize)
         if self.centering not in _CENTERINGS:
@@ -282,10 +341,11 @@ class AGOPUpdate(UpdateRule):
 
     def __call__(self, machine: KernelMachine, X: Any, Y: Any, *, iteration: int = 0) -> Any:
         Xs = self.points(X, iteration)
-        A = machine.agop(Xs, centering=self.centering, diag=bool(self.diag))
-        return finish_matrix(
-            A, power=self.power, normalize=self.normalize, n_points=Xs.shape[0]
-        )
+        A = block_diagonal(machine.agop(Xs, centering=self.centering, diag=bool(self.diag)),
+                           self.blocks)
+        M = finish_matrix(A, power=self.power, normalize=self.normalize, n_points=Xs.shape[0])
+        # the eigh of the power mixes blocks only by round-off; remove it
+        return block_diagonal(M, self.blocks) if self.power != 1.0 else M
 
     def get_params(self) -> dict[str, Any]:
         return {
@@ -294,6 +354,7 @@ class AGOPUpdate(UpdateRule):
             "centering": self.centering,
             "diag": bool(self.diag),
             "agop_max_points": self.agop_max_points,
+            "blocks": None if self.blocks is None else [list(b) for b in self.blocks],
         }
 
 
@@ -340,6 +401,9 @@ class FACTUpdate(UpdateRule):
         At most this many training points (uniform random subset without replacement
         above it, fresh each iteration, SPEC Part A #5).
     random_state : None, int or numpy Generator
+    blocks : sequence of sequences of int, optional
+        Keep ``M`` block-diagonal: ``F`` is restricted to the diagonal blocks
+        (:func:`block_diagonal`) before the polar power, as :class:`AGOPUpdate` does.
 
     Notes
     -----
@@ -368,8 +432,10 @@ class FACTUpdate(UpdateRule):
     diag: bool = False
     max_points: int | None = 20_000
     random_state: Any = None
+    blocks: Any = None
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "blocks", _check_blocks(self.blocks))
         if self.variant not in FACT_VARIANTS:
             raise ValueError(f"variant must be one of {FACT_VARIANTS}, got {self.variant!r}")
         _check_power(self.power)
@@ -414,13 +480,17 @@ class FACTUpdate(UpdateRule):
             raise ValueError(f"F must be a square (d, d) matrix, got shape {tuple(F.shape)}")
         if M is not None and M.ndim == 1:  # a diagonal M_0 with a full update
             M = M[:, None] * xp.eye(F.shape[0], dtype=F.dtype, device=array_device(F))
+        F = block_diagonal(F, self.blocks)
         if self.variant == "fact":
             A = _left_polar_power(F, s, xp)
         elif self.variant == "geometric":
             A = _left_polar_power(F if M is None else F @ M, s / 2.0, xp)
         else:
-            return finish_matrix(F if M is None else F @ M, power=s / 2.0,
-                                 normalize=self.normalize, n_points=1, clip=True)
+            A = finish_matrix(F if M is None else F @ M, power=s / 2.0,
+                              normalize=self.normalize, n_points=1, clip=True)
+            return block_diagonal(A, self.blocks)
+        # the SVD mixes blocks only by round-off; remove it
+        A = block_diagonal(A, self.blocks)
         return finish_matrix(A, power=1.0, normalize=self.normalize, n_points=1)
 
     def get_params(self) -> dict[str, Any]:
@@ -430,4 +500,5 @@ class FACTUpdate(UpdateRule):
             "normalize": self.normalize,
             "diag": bool(self.diag),
             "max_points": self.max_points,
+            "blocks": None if self.blocks is None else [list(b) for b in self.blocks],
         }

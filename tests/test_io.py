@@ -110,3 +110,34 @@ def test_save_rejects_unfitted_and_foreign_objects(tmp_path):
         agop.save(agop.RFMRegressor(), tmp_path / "x")
     with pytest.raises(TypeError, match="RFMRegressor or RFMClassifier"):
         agop.save(object(), tmp_path / "x")
+
+
+def test_categorical_model_round_trip_and_format_versions(tmp_path, data):
+    X, y = data
+    rng = np.random.default_rng(1)
+    Xc = np.empty((X.shape[0], X.shape[1] + 2), dtype=object)
+    Xc[:, : X.shape[1]] = X
+    Xc[:, -2] = rng.integers(0, 3, size=X.shape[0])
+    Xc[:, -1] = np.array(["x", "y"])[rng.integers(0, 2, size=X.shape[0])]
+    yc = y + Xc[:, -2].astype(float)
+    m = agop.RFMRegressor(iters=1, categorical_features=[-2, -1],
+                          categorical_vectors={-2: np.eye(3) * 2.0}).fit(Xc, yc)
+    path = agop.save(m, tmp_path / "cat")
+    r = agop.load(path)
+    np.testing.assert_array_equal(r.predict(Xc), m.predict(Xc))
+    assert r.categorical_features == [-2, -1]
+    np.testing.assert_array_equal(r.categorical_vectors[-2], np.eye(3) * 2.0)
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["__agop_meta__"][()]))
+        assert all(f[k].dtype.kind != "O" for k in f.files)
+    assert meta["format_version"] == 2 and meta["n_categorical"] == 2
+    plain = agop.save(agop.RFMRegressor(iters=0).fit(X, y), tmp_path / "plain")
+    with np.load(plain) as f:
+        assert json.loads(str(f["__agop_meta__"][()]))["format_version"] == 1
+    partial = tmp_path / "partial.npz"
+    with zipfile.ZipFile(path) as zin, zipfile.ZipFile(partial, "w") as zout:
+        for item in zin.namelist():
+            if not item.startswith("categories_1"):
+                zout.writestr(item, zin.read(item))
+    with pytest.raises(ValueError, match=r"missing arrays \['categories_1'\]"):
+        agop.load(partial)

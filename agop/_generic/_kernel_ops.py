@@ -246,23 +246,30 @@ class AGOPAccumulator:
     def add(self, G: Any) -> None:
         xp = self.xp
         b, c, d = G.shape
-        self.m += b
         if self.centering is None:
-            outer = self._outer(G)
-            self.scatter = outer if self.scatter is None else self.scatter + outer
+            self.merge(self._outer(G), None, b, b)
             return
         if self.centering == "per_output":
             n_b, mu_b = b, xp.mean(G, axis=0)  # (c, d)
         else:
             n_b, mu_b = b * c, xp.mean(xp.reshape(G, (b * c, d)), axis=0)  # (d,)
-        scatter_b = self._outer(G - mu_b)
+        self.merge(self._outer(G - mu_b), mu_b, n_b, b)
+
+    def merge(self, scatter: Any, mean: Any, rows: int, m: int) -> None:
+        """Merge the sums of another set of ``m`` points: their (centered) ``scatter``,
+        and with centering their mean gradient ``mean`` over ``rows`` rows (``m`` per
+        output for ``"per_output"``, ``m c`` for ``"pooled"``)."""
+        self.m += m
         if self.scatter is None:
-            self.scatter, self.mean, self.rows = scatter_b, mu_b, n_b
+            self.scatter, self.mean, self.rows = scatter, mean, rows
             return
-        n = self.rows + n_b
-        delta = mu_b - self.mean
-        self.scatter = self.scatter + scatter_b + (self.rows * n_b / n) * self._outer(delta)
-        self.mean = self.mean + delta * (n_b / n)
+        if self.centering is None:
+            self.scatter = self.scatter + scatter
+            return
+        n = self.rows + rows
+        delta = mean - self.mean
+        self.scatter = self.scatter + scatter + (self.rows * rows / n) * self._outer(delta)
+        self.mean = self.mean + delta * (rows / n)
         self.rows = n
 
     def finish(self) -> Any:
