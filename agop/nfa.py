@@ -77,16 +77,32 @@ def _layers(model: Any, layers: Sequence[Any] | None) -> list[Any]:
     return layers
 
 
-def _as_input(model: Any, X: Any, name: str = "X") -> Any:
+def _as_input(model: Any, X: Any, name: str = "X", layout: str = "(n, d)") -> Any:
+    """``X`` as a tensor of the model's dtype and device; ``layout`` names its axes
+    (``"(n, d)"`` for rows, ``"(n, C, H, W)"`` for images)."""
     torch = _torch()
     p = next(model.parameters())
     if not isinstance(X, torch.Tensor):
         import numpy as np
 
-        X = torch.from_numpy(np.ascontiguousarray(np.asarray(X)))
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {tuple(X.shape)}")
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        X = torch.from_numpy(np.ascontiguousarray(X))
+    ndim = layout.count(",") + 1
+    if X.ndim != ndim:
+        raise ValueError(f"{name} must be {ndim}-D {layout}, got shape {tuple(X.shape)}")
     return X.to(device=p.device, dtype=p.dtype)
+
+
+def _output_matrix(out: Any, n: int) -> Any:
+    """The model output as an ``(n, c)`` matrix (a 1-D output is one column)."""
+    if out.ndim == 1:
+        out = out[:, None]
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ValueError(f"model must map n inputs to (n,) or (n, c) outputs, got "
+                         f"{tuple(out.shape)} for n = {n}")
+    return out
 
 
 def _as_target(model: Any, Y: Any, n: int, loss: Any) -> Any:
@@ -174,11 +190,7 @@ def _pre_activation_grads(model: Any, X: Any, layers: list[Any]) -> tuple[list, 
     """Per output ``c``: ``d f_c / d z_l`` for every layer, plus the layer inputs."""
     torch = _torch()
     with _Probe(layers, X.shape[0], X) as probe:
-        out = model(X)
-    if out.ndim == 1:
-        out = out[:, None]
-    if out.ndim != 2 or out.shape[0] != X.shape[0]:
-        raise ValueError(f"model must map (n, d) to (n,) or (n, c), got {tuple(out.shape)}")
+        out = _output_matrix(model(X), X.shape[0])
     if any(h is None for h in probe.inputs):
         raise ValueError("a measured layer did not run in the forward pass")
     c = out.shape[1]
@@ -345,6 +357,30 @@ def nfa_correlations(
     return [rho(F, matrix_power(A, power)) for F, A in zip(nfms, agops, strict=True)]
 
 
+def _initial_weights(model: Any, initial: Any, layers: list[Any],
+                     find: Callable[[Any], list[Any]]) -> list[Any]:
+    """The weights at initialization of ``layers``: from ``initial``, a module of the
+    architecture of ``model`` (its layers matched by position in ``find(model)``), or a
+    sequence of weight tensors, one per layer, each of the layer's shape."""
+    torch = _torch()
+    if isinstance(initial, torch.nn.Module):
+        init_layers = find(initial)
+        model_layers = find(model)
+        if len(init_layers) != len(model_layers):
+            raise ValueError("initial must have the architecture of model")
+        index = {id(m): i for i, m in enumerate(model_layers)}
+        W0s = [init_layers[index[id(lay)]].weight.detach() for lay in layers]
+    else:
+        W0s = [torch.as_tensor(w).detach() for w in initial]
+        if len(W0s) != len(layers):
+            raise ValueError(f"initial has {len(W0s)} weights for {len(layers)} layers")
+    for lay, W0 in zip(layers, W0s, strict=True):
+        if tuple(W0.shape) != tuple(lay.weight.shape):
+            raise ValueError(f"initial weight of shape {tuple(W0.shape)} for a layer of "
+                             f"shape {tuple(lay.weight.shape)}")
+    return [W0.to(lay.weight.detach()) for lay, W0 in zip(layers, W0s, strict=True)]
+
+
 def centered_nfa(
     model: Any,
     initial: Any,
@@ -381,24 +417,12 @@ def centered_nfa(
     torch = _check_module(model)
     rho = _measure(measure)
     layers = _layers(model, layers)
-    if isinstance(initial, torch.nn.Module):
-        init_layers = linear_layers(initial)
-        if len(init_layers) != len(linear_layers(model)):
-            raise ValueError("initial must have the architecture of model")
-        index = {id(m): i for i, m in enumerate(linear_layers(model))}
-        W0s = [init_layers[index[id(lay)]].weight.detach() for lay in layers]
-    else:
-        W0s = [torch.as_tensor(w).detach() for w in initial]
-        if len(W0s) != len(layers):
-            raise ValueError(f"initial has {len(W0s)} weights for {len(layers)} layers")
+    W0s = _initial_weights(model, initial, layers, linear_layers)
     Ks = pre_activation_moments(model, X, layers=layers)
     out = []
     for lay, W0, K in zip(layers, W0s, Ks, strict=True):
         W = lay.weight.detach()
-        if tuple(W0.shape) != tuple(W.shape):
-            raise ValueError(f"initial weight of shape {tuple(W0.shape)} for a layer of "
-                             f"shape {tuple(W.shape)}")
-        dW = W - W0.to(W)
+        dW = W - W0
         out.append({
             "nfc": rho(W.T @ W, W.T @ K @ W),
             "cnfc": rho(dW.T @ dW, dW.T @ K @ dW),
