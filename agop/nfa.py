@@ -14,6 +14,13 @@ each of its Linear layers once per forward pass):
   correlations (SPEC §8.1, §8.4) with :func:`agop.measures.pearson` or ``cosine``;
 - :func:`mlp` and :func:`train`: a small network and a training loop with weight decay.
 
+For every ``nn.Conv2d`` layer (``groups=1``) of a CNN (SPEC §4.5):
+
+- :func:`patch_agop`: the AGOP of the output with respect to the patches of the layer
+  input, summed over positions and outputs, averaged over images;
+- :func:`filter_covariance`: ``W~^T W~`` of the reshaped filters :func:`filter_matrix`;
+- :func:`cnfa`: the Convolutional Neural Feature Ansatz correlations, Pearson and cosine.
+
 torch is imported when a function runs, never by ``import agop``.
 """
 
