@@ -14,6 +14,13 @@ each of its Linear layers once per forward pass):
   correlations (SPEC §8.1, §8.4) with :func:`agop.measures.pearson` or ``cosine``;
 - :func:`mlp` and :func:`train`: a small network and a training loop with weight decay.
 
+For every ``nn.Conv2d`` layer (``groups=1``) of a CNN (SPEC §4.5):
+
+- :func:`patch_agop`: the AGOP of the output with respect to the patches of the layer
+  input, summed over positions and outputs, averaged over images;
+- :func:`filter_covariance`: ``W~^T W~`` of the reshaped filters :func:`filter_matrix`;
+- :func:`cnfa`: the Convolutional Neural Feature Ansatz correlations, Pearson and cosine.
+
 torch is imported when a function runs, never by ``import agop``.
 """
 
@@ -24,11 +31,17 @@ from typing import Any
 
 from . import measures
 from ._lib._compat import import_torch
+from ._lib._validation import check_real_scalar
 
 __all__ = [
     "LOSSES",
     "centered_nfa",
+    "cnfa",
+    "conv_layers",
+    "conv_patches",
     "feature_matrices",
+    "filter_covariance",
+    "filter_matrix",
     "layer_agops",
     "layer_facts",
     "linear_layers",
@@ -36,6 +49,7 @@ __all__ = [
     "matrix_power",
     "mlp",
     "nfa_correlations",
+    "patch_agop",
     "pre_activation_moments",
     "train",
 ]
@@ -77,16 +91,43 @@ def _layers(model: Any, layers: Sequence[Any] | None) -> list[Any]:
     return layers
 
 
-def _as_input(model: Any, X: Any, name: str = "X") -> Any:
+def _as_input(model: Any, X: Any, name: str = "X", layout: str | None = "(n, d)") -> Any:
+    """``X`` as a tensor of the model's dtype and device; ``layout`` names its axes
+    (``"(n, d)"`` for rows, ``"(n, C, H, W)"`` for images, ``None`` for any ``(n, ...)``)."""
     torch = _torch()
     p = next(model.parameters())
     if not isinstance(X, torch.Tensor):
         import numpy as np
 
-        X = torch.from_numpy(np.ascontiguousarray(np.asarray(X)))
-    if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {tuple(X.shape)}")
+        X = np.asarray(X)
+        if X.dtype.kind not in "biuf":
+            raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
+        X = torch.from_numpy(np.ascontiguousarray(X))
+    if layout is None:  # rows of any shape
+        if X.ndim < 2:
+            raise ValueError(f"{name} must have one row per sample (n, ...), got shape "
+                             f"{tuple(X.shape)}")
+    elif X.ndim != layout.count(",") + 1:
+        raise ValueError(f"{name} must be {layout.count(',') + 1}-D {layout}, got shape "
+                         f"{tuple(X.shape)}")
     return X.to(device=p.device, dtype=p.dtype)
+
+
+def _check_batch_size(batch_size: Any) -> int | None:
+    if batch_size is not None and (isinstance(batch_size, bool)
+                                   or not isinstance(batch_size, int) or batch_size < 1):
+        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
+    return batch_size
+
+
+def _output_matrix(out: Any, n: int) -> Any:
+    """The model output as an ``(n, c)`` matrix (a 1-D output is one column)."""
+    if out.ndim == 1:
+        out = out[:, None]
+    if out.ndim != 2 or out.shape[0] != n:
+        raise ValueError(f"model must map n inputs to (n,) or (n, c) outputs, got "
+                         f"{tuple(out.shape)} for n = {n}")
+    return out
 
 
 def _as_target(model: Any, Y: Any, n: int, loss: Any) -> Any:
@@ -174,11 +215,7 @@ def _pre_activation_grads(model: Any, X: Any, layers: list[Any]) -> tuple[list, 
     """Per output ``c``: ``d f_c / d z_l`` for every layer, plus the layer inputs."""
     torch = _torch()
     with _Probe(layers, X.shape[0], X) as probe:
-        out = model(X)
-    if out.ndim == 1:
-        out = out[:, None]
-    if out.ndim != 2 or out.shape[0] != X.shape[0]:
-        raise ValueError(f"model must map (n, d) to (n,) or (n, c), got {tuple(out.shape)}")
+        out = _output_matrix(model(X), X.shape[0])
     if any(h is None for h in probe.inputs):
         raise ValueError("a measured layer did not run in the forward pass")
     c = out.shape[1]
@@ -345,6 +382,30 @@ def nfa_correlations(
     return [rho(F, matrix_power(A, power)) for F, A in zip(nfms, agops, strict=True)]
 
 
+def _initial_weights(model: Any, initial: Any, layers: list[Any],
+                     find: Callable[[Any], list[Any]]) -> list[Any]:
+    """The weights at initialization of ``layers``: from ``initial``, a module of the
+    architecture of ``model`` (its layers matched by position in ``find(model)``), or a
+    sequence of weight tensors, one per layer, each of the layer's shape."""
+    torch = _torch()
+    if isinstance(initial, torch.nn.Module):
+        init_layers = find(initial)
+        model_layers = find(model)
+        if len(init_layers) != len(model_layers):
+            raise ValueError("initial must have the architecture of model")
+        index = {id(m): i for i, m in enumerate(model_layers)}
+        W0s = [init_layers[index[id(lay)]].weight.detach() for lay in layers]
+    else:
+        W0s = [torch.as_tensor(w).detach() for w in initial]
+        if len(W0s) != len(layers):
+            raise ValueError(f"initial has {len(W0s)} weights for {len(layers)} layers")
+    for lay, W0 in zip(layers, W0s, strict=True):
+        if tuple(W0.shape) != tuple(lay.weight.shape):
+            raise ValueError(f"initial weight of shape {tuple(W0.shape)} for a layer of "
+                             f"shape {tuple(lay.weight.shape)}")
+    return [W0.to(lay.weight.detach()) for lay, W0 in zip(layers, W0s, strict=True)]
+
+
 def centered_nfa(
     model: Any,
     initial: Any,
@@ -381,30 +442,313 @@ def centered_nfa(
     torch = _check_module(model)
     rho = _measure(measure)
     layers = _layers(model, layers)
-    if isinstance(initial, torch.nn.Module):
-        init_layers = linear_layers(initial)
-        if len(init_layers) != len(linear_layers(model)):
-            raise ValueError("initial must have the architecture of model")
-        index = {id(m): i for i, m in enumerate(linear_layers(model))}
-        W0s = [init_layers[index[id(lay)]].weight.detach() for lay in layers]
-    else:
-        W0s = [torch.as_tensor(w).detach() for w in initial]
-        if len(W0s) != len(layers):
-            raise ValueError(f"initial has {len(W0s)} weights for {len(layers)} layers")
+    W0s = _initial_weights(model, initial, layers, linear_layers)
     Ks = pre_activation_moments(model, X, layers=layers)
     out = []
     for lay, W0, K in zip(layers, W0s, Ks, strict=True):
         W = lay.weight.detach()
-        if tuple(W0.shape) != tuple(W.shape):
-            raise ValueError(f"initial weight of shape {tuple(W0.shape)} for a layer of "
-                             f"shape {tuple(W.shape)}")
-        dW = W - W0.to(W)
+        dW = W - W0
         out.append({
             "nfc": rho(W.T @ W, W.T @ K @ W),
             "cnfc": rho(dW.T @ dW, dW.T @ K @ dW),
             "relative_change": float(torch.linalg.norm(dW) / torch.linalg.norm(W)),
         })
     return out
+
+
+# --- convolutional layers: patch AGOP and the CNFA (SPEC §4.5) ------------------------
+
+
+def conv_layers(model: Any) -> list[Any]:
+    """The ``nn.Conv2d`` modules of ``model`` in registration order."""
+    torch = _check_module(model)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no nn.Conv2d layer to measure")
+    return layers
+
+
+def _check_conv(layer: Any) -> Any:
+    torch = _torch()
+    if not isinstance(layer, torch.nn.Conv2d):
+        raise ValueError(f"layer must be an nn.Conv2d, got {type(layer).__name__}")
+    if layer.groups != 1:
+        raise ValueError(f"only convolutions with groups=1 have one filter matrix over "
+                         f"whole patches; this layer has groups={layer.groups}")
+    return layer
+
+
+def _conv_layers(model: Any, layers: Any) -> list[Any]:
+    """``layers`` (one layer, a sequence, or None for all) checked to be groups=1
+    ``nn.Conv2d`` modules of ``model``."""
+    torch = _check_module(model)
+    if layers is None:
+        layers = conv_layers(model)
+    elif isinstance(layers, torch.nn.Module):
+        layers = [layers]
+    layers = [_check_conv(layer) for layer in layers]
+    owned = {id(m) for m in model.modules()}
+    for layer in layers:
+        if id(layer) not in owned:
+            raise ValueError("layer is not a module of model (pass the model's own "
+                             "nn.Conv2d, e.g. model[0])")
+    return layers
+
+
+def filter_matrix(layer: Any) -> Any:
+    """The reshaped filters ``W~ = weight.reshape(C_out, C_in q_h q_w)``: row ``o`` is
+    filter ``o`` with its coordinates in the order ``(c, kh, kw)`` of
+    :func:`conv_patches`."""
+    layer = _check_conv(layer)
+    return layer.weight.detach().reshape(layer.out_channels, -1)
+
+
+def filter_covariance(layer: Any, *, scale: str = "sum") -> Any:
+    """The filter covariance of a convolution, ``(C_in q_h q_w, C_in q_h q_w)``.
+
+    ``scale="sum"``: ``W~^T W~ = sum_o w_o w_o^T`` (the NFM of the CNFA code);
+    ``"mean"``: ``(1/C_out) W~^T W~``.  Correlations do not see the scale.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from agop.nfa import filter_covariance
+    >>> conv = torch.nn.Conv2d(1, 2, 1, bias=False)
+    >>> with torch.no_grad():
+    ...     _ = conv.weight.copy_(torch.tensor([3.0, 4.0]).reshape(2, 1, 1, 1))
+    >>> filter_covariance(conv).item(), filter_covariance(conv, scale="mean").item()
+    (25.0, 12.5)
+    """
+    W = filter_matrix(layer)
+    if scale == "sum":
+        return W.T @ W
+    if scale == "mean":
+        return W.T @ W / W.shape[0]
+    raise ValueError(f"scale must be 'sum' or 'mean', got {scale!r}")
+
+
+def _conv_padding(layer: Any, H: Any) -> Any:
+    """``H`` padded as ``layer`` pads its input (zeros, reflect, replicate or circular;
+    ``padding="same"`` puts the odd pixel at the end, as torch does)."""
+    torch = _torch()
+    if isinstance(layer.padding, str):
+        if layer.padding == "valid":
+            return H
+        pads = []
+        for d, k in zip(reversed(layer.dilation), reversed(layer.kernel_size), strict=True):
+            total = d * (k - 1)
+            pads += [total // 2, total - total // 2]
+    else:
+        pads = [p for p in reversed(layer.padding) for _ in range(2)]
+    if not any(pads):
+        return H
+    mode = "constant" if layer.padding_mode == "zeros" else layer.padding_mode
+    return torch.nn.functional.pad(H, pads, mode=mode)
+
+
+def conv_patches(layer: Any, H: Any) -> Any:
+    """The patches a convolution sees, ``(n, C_in q_h q_w, L)``.
+
+    ``H`` is the layer input ``(n, C_in, H, W)``; ``L`` is the number of output
+    positions.  Padding, stride and dilation are the layer's, and the patch
+    coordinates are ordered ``(c, kh, kw)`` like :func:`filter_matrix`, so that
+    ``conv(H) = W~ P + b`` position by position.
+    """
+    torch = _torch()
+    layer = _check_conv(layer)
+    if H.ndim != 4 or H.shape[1] != layer.in_channels:
+        raise ValueError(f"the input of this layer must be (n, {layer.in_channels}, H, W), "
+                         f"got shape {tuple(H.shape)}")
+    return torch.nn.functional.unfold(_conv_padding(layer, H), layer.kernel_size,
+                                      dilation=layer.dilation, stride=layer.stride)
+
+
+class _PatchProbe:
+    """A forward hook that runs ``layer`` as ``W~ P + b`` on its patch tensor ``P``,
+    made a leaf that requires grad, so that ``d out / d P`` is the patch gradient."""
+
+    def __init__(self, layer: Any) -> None:
+        self.layer = layer
+        self.patches: Any = None
+        self.handle: Any = None
+
+    def __enter__(self) -> _PatchProbe:
+        self.handle = self.layer.register_forward_hook(self._hook)
+        return self
+
+    def _hook(self, module: Any, args: tuple[Any, ...], out: Any) -> Any:
+        if self.patches is not None:
+            raise ValueError("the measured nn.Conv2d ran twice in one forward pass; the "
+                             "patch AGOP needs a layer that runs once")
+        P = conv_patches(module, args[0].detach()).requires_grad_(True)
+        self.patches = P
+        z = filter_matrix(module) @ P
+        if module.bias is not None:
+            z = z + module.bias.detach()[:, None]
+        return z.reshape(out.shape)
+
+    def __exit__(self, *exc: Any) -> None:
+        self.handle.remove()
+
+
+def _image_batches(n: int, batch_size: int | None, patch_numel: int, itemsize: int) -> int:
+    """Images per chunk: ``batch_size``, or as many as keep the patch tensor, its
+    gradient and their reshaped copy within ``working_memory_mb``."""
+    if _check_batch_size(batch_size) is not None:
+        return batch_size
+    from ._lib._config import get_config
+
+    budget = get_config()["working_memory_mb"] * 2**20
+    return max(1, min(n, int(budget // (3 * patch_numel * itemsize))))
+
+
+def patch_agop(model: Any, layer: Any, X: Any, *, batch_size: int | None = None) -> Any:
+    """Patch AGOP of the network output at one convolution (SPEC §4.3, §4.5).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        Maps images ``(n, C, H, W)`` to ``(n,)`` or ``(n, c)``, each output row
+        depending on its own image only (eval mode: no batch statistics).
+    layer : nn.Conv2d
+        A module of ``model`` with ``groups=1`` that runs once per forward pass; any
+        kernel size, stride, padding (mode), dilation and bias.
+    X : tensor or array, shape (n, C, H, W)
+        The model's input images (cast to the model's dtype and device).
+    batch_size : int, optional
+        Images per forward pass; by default as many as keep the patch tensor and its
+        gradient within ``working_memory_mb`` (:func:`agop.config_context`).
+
+    Returns
+    -------
+    tensor, shape (C_in q_h q_w, C_in q_h q_w)
+        ``G = (1/n) sum_x sum_{positions l} sum_{outputs c} grad_{p_l} f_c(x)
+        grad_{p_l} f_c(x)^T``: summed over positions and outputs, averaged over the
+        ``n`` images; coordinates in the order ``(c, kh, kw)`` of :func:`filter_matrix`.
+
+    Notes
+    -----
+    The patches ``p_l`` of the layer input are an independent variable: a forward hook
+    replaces the layer by ``W~ P + b`` on the unfolded input ``P`` (:func:`conv_patches`),
+    the rest of the network runs unchanged, and one backward pass per output of
+    ``sum_x f_c(x)`` gives ``d f_c(x) / d p_l`` at every image and position (the
+    ``PatchConvLayer`` construction of the CNFA code, Beaglehole, Radhakrishnan, Boix-Adsera
+    and Belkin, arXiv 2309.00570).  For the first layer ``G`` is the AGOP of the network
+    with respect to its input patches.
+
+    Examples
+    --------
+    ``f(x) = sum of conv(x)`` with one filter ``w`` has ``grad_{p_l} f = w`` at each of
+    its ``L = 4`` positions, so ``G = 4 w w^T``:
+
+    >>> import torch
+    >>> from agop.nfa import patch_agop
+    >>> conv = torch.nn.Conv2d(1, 1, 2, bias=False, dtype=torch.float64)
+    >>> total = torch.nn.Linear(4, 1, bias=False, dtype=torch.float64)
+    >>> net = torch.nn.Sequential(conv, torch.nn.Flatten(), total)
+    >>> with torch.no_grad():
+    ...     _ = conv.weight.copy_(torch.tensor([1.0, 0.0, 0.0, 2.0]).reshape(1, 1, 2, 2))
+    ...     _ = total.weight.fill_(1.0)
+    >>> patch_agop(net, conv, torch.randn(5, 1, 3, 3)).diagonal().tolist()
+    [4.0, 0.0, 0.0, 16.0]
+    """
+    torch = _check_module(model)
+    (layer,) = _conv_layers(model, layer)
+    X = _as_input(model, X, layout="(n, C, H, W)")
+    n = X.shape[0]
+    if n == 0:
+        raise ValueError("X has no images")
+    d = layer.weight[0].numel()
+    G = torch.zeros((d, d), dtype=X.dtype, device=X.device)
+    # without batch_size, the first image alone sizes the chunks
+    chunk = 1 if batch_size is None else _image_batches(n, batch_size, 0, 0)
+    start = 0
+    while start < n:
+        xb = X[start:start + chunk]
+        with _PatchProbe(layer) as probe:
+            out = _output_matrix(model(xb), xb.shape[0])
+        P = probe.patches
+        if P is None:
+            raise ValueError("the measured layer did not run in the forward pass")
+        c = out.shape[1]
+        for ell in range(c):
+            (g,) = torch.autograd.grad(out[:, ell].sum(), P, retain_graph=ell < c - 1,
+                                       allow_unused=True)
+            if g is not None:
+                g = g.transpose(1, 2).reshape(-1, d)
+                G += g.T @ g
+        if start == 0 and batch_size is None:
+            chunk = _image_batches(n, batch_size, P[0].numel(), P.element_size())
+        start += xb.shape[0]
+    return G / n
+
+
+def cnfa(
+    model: Any,
+    X: Any,
+    *,
+    layers: Any = None,
+    initial: Any = None,
+    power: float = 1.0,
+    batch_size: int | None = None,
+) -> list[dict[str, Any]]:
+    """Convolutional Neural Feature Ansatz report: per convolution, the correlation of
+    the filter covariance ``W~^T W~`` with the patch AGOP (SPEC §4.5).
+
+    Parameters
+    ----------
+    model : torch.nn.Module
+        As for :func:`patch_agop`.
+    X : tensor or array, shape (n, C, H, W)
+    layers : nn.Conv2d or sequence of them, optional
+        Default: every ``nn.Conv2d`` of ``model`` (:func:`conv_layers`).
+    initial : nn.Module of the same architecture, or a sequence of weight tensors
+        The filters at initialization (e.g. ``copy.deepcopy(model)`` before
+        training), one per measured layer; adds the ``init_*`` entries.
+    power : float > 0
+        ``s`` of the ansatz ``W~^T W~ ∝ G^s`` (1 in the CNFA paper; 1/2 is the
+        Science-version convention of the NFA).
+    batch_size : int, optional
+        Images per forward pass of :func:`patch_agop`.
+
+    Returns
+    -------
+    list of dict
+        Per layer: ``"layer"`` (its name in ``model.named_modules()``), ``"pearson"``
+        and ``"cosine"`` = ``rho(W~^T W~, G^s)`` with :func:`agop.measures.pearson`
+        (centered over entries) and :func:`agop.measures.cosine` (uncentered) — the
+        two conventions of the CNFA code (SPEC Part A #7).  With ``initial`` also
+        ``"init_pearson"``/``"init_cosine"`` = ``rho(W~_0^T W~_0, G^s)`` (the same AGOP
+        against the filters at initialization) and
+        ``"init_nfm_pearson"``/``"init_nfm_cosine"`` = ``rho(W~_0^T W~_0, W~^T W~)``
+        (the baseline of the CNFA code: how far training moved the filters).
+
+    Notes
+    -----
+    ``G`` is :func:`patch_agop` (averaged over images; the correlations do not see
+    the scale).  The AGOP is always that of ``model``, so at initialization
+    ``cnfa(initial, X)`` measures the ansatz of the untrained network.
+    """
+    _check_module(model)
+    layers = _conv_layers(model, layers)
+    power = check_real_scalar(power, "power", low=0.0, low_open=True)
+    W0s = None if initial is None else _initial_weights(model, initial, layers, conv_layers)
+    names = {id(m): name for name, m in model.named_modules()}
+    report = []
+    for i, layer in enumerate(layers):
+        G = patch_agop(model, layer, X, batch_size=batch_size)
+        if power != 1.0:
+            G = matrix_power(G, power)
+        F = filter_covariance(layer)
+        row: dict[str, Any] = {"layer": names[id(layer)]}
+        row.update({m: rho(F, G) for m, rho in _MEASURES.items()})
+        if W0s is not None:
+            W0 = W0s[i].reshape(layer.out_channels, -1)
+            F0 = W0.T @ W0
+            row.update({f"init_{m}": rho(F0, G) for m, rho in _MEASURES.items()})
+            row.update({f"init_nfm_{m}": rho(F0, F) for m, rho in _MEASURES.items()})
+        report.append(row)
+    return report
 
 
 def mlp(
@@ -473,6 +817,8 @@ def train(
     model : torch.nn.Module
         Trained in place.
     X, Y : tensors or arrays
+        ``X`` has one sample per row: ``(n, d)`` for an MLP, ``(n, C, H, W)`` images
+        for a CNN.
     epochs : int
         Passes over the data (``"lbfgs"``: one optimizer step of up to 20 iterations
         each).
@@ -508,10 +854,8 @@ def train(
         raise ValueError(f"lr must be > 0, got {lr!r}")
     if optimizer not in ("sgd", "adam", "lbfgs"):
         raise ValueError(f"optimizer must be 'sgd', 'adam' or 'lbfgs', got {optimizer!r}")
-    if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, int) or batch_size < 1):
-        raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
-    X = _as_input(model, X)
+    _check_batch_size(batch_size)
+    X = _as_input(model, X, layout=None)
     Y = _as_target(model, Y, X.shape[0], loss)
     n = X.shape[0]
     params = [p for p in model.parameters() if p.requires_grad]
