@@ -255,8 +255,6 @@ def save(model: Any, path: str | os.PathLike) -> str:
             f"xRFMClassifier, got {name}"
         )
     if name.startswith("xRFM"):
-        from .tree import tree_model_state
-
         arrays, meta = tree_model_state(model)
     else:
         arrays, meta = model_state(model)
@@ -315,8 +313,6 @@ def load(path: str | os.PathLike, *, like: Any = None) -> Any:
         )
     convert = _converter(meta.get("namespace"), like)
     if str(meta.get("class", "")).startswith("xRFM"):
-        from .tree import tree_model_from_state
-
         return tree_model_from_state(arrays, meta, convert=convert, where=path)
     return model_from_state(arrays, meta, convert=convert, where=path)
 
