@@ -251,8 +251,8 @@ def save(model: Any, path: str | os.PathLike) -> str:
     name = type(model).__name__
     if name not in classes or not isinstance(model, classes[name]):
         raise TypeError(
-            "agop.save takes a fitted RFMRegressor, RFMClassifier, xRFMRegressor or "
-            f"xRFMClassifier, got {name}"
+            "agop.save takes a fitted RFMRegressor or RFMClassifier (or xRFMRegressor / "
+            f"xRFMClassifier), got {name}"
         )
     if name.startswith("xRFM"):
         arrays, meta = tree_model_state(model)

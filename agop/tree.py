@@ -217,7 +217,7 @@ class Tree:
         step = max(1, _BLOCK_ENTRIES // max(n_leaves * len(temperatures), 1))
         blocks: list[list[Any]] = [[] for _ in temperatures]
         for start in range(0, m, step):
-            Xb = X[start:start + step, :]
+            Xb = X[start:min(start + step, m), :]
             Ws = [self.leaf_weights(Xb, T, keep_weight_fraction=keep_weight_fraction,
                                     max_leaves=max_leaves) for T in temperatures]
             used = Ws[0] > 0

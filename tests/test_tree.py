@@ -300,15 +300,21 @@ def test_ensemble_averages_the_trees_and_seeds_make_it_reproducible(reg_data):
     np.testing.assert_array_equal(again.predict(X[700:]), m.predict(X[700:]))
 
 
-def test_torch_inputs_stay_torch_and_match_numpy(reg_data):
-    torch = pytest.importorskip("torch")
+def test_other_namespaces_stay_in_their_library(xp, reg_data):
     X, y = reg_data
     kw = {"rfm_params": FAST, "max_leaf_size": 200, "random_state": 0}
     ref = agop.xRFMRegressor(**kw).fit(X[:600], y[:600])
-    m = agop.xRFMRegressor(**kw).fit(torch.asarray(X[:600]), torch.asarray(y[:600]))
-    P = m.predict(torch.asarray(X[600:]))
-    assert isinstance(P, torch.Tensor) and isinstance(m.trees_[0].directions, torch.Tensor)
-    np.testing.assert_allclose(P.numpy(), ref.predict(X[600:]), rtol=1e-7, atol=1e-9)
+    m = agop.xRFMRegressor(**kw).fit(xp.asarray(X[:600]), xp.asarray(y[:600]))
+    Xt = xp.asarray(X[600:])
+    P = m.predict(Xt)
+    assert type(P) is type(Xt) and type(m.trees_[0].directions) is type(Xt)
+    assert m.n_leaves_ == ref.n_leaves_ >= 2
+    np.testing.assert_allclose(to_numpy(P), ref.predict(X[600:]), rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(to_numpy(m.trees_[0].predict(Xt, temperature=2.0)),
+                               ref.trees_[0].predict(X[600:], temperature=2.0), rtol=1e-7,
+                               atol=1e-9)
+    c = agop.xRFMClassifier(**kw).fit(xp.asarray(X[:600]), xp.asarray((y[:600] > 0) * 1))
+    assert type(c.predict_proba(Xt)) is type(Xt) and type(c.predict(Xt)) is type(Xt)
 
 
 # --------------------------------------------------------------------------- save / load
