@@ -507,14 +507,18 @@ def _leaf_data(X: Any, Y: Any, X_val: Any, Y_val: Any, job: _Job, xp: Any) -> tu
     return Xl, Yl, xp.concat(parts_x, axis=0), xp.concat(parts_y, axis=0)
 
 
-def _fit_leaves(data: list[tuple[Any, ...]], rfm_params: dict, client: Any,
+def _fit_leaves(jobs: list[_Job], arrays: tuple[Any, ...], rfm_params: dict, client: Any,
                 verbose: bool) -> list[RFMRegressor]:
+    """Fit the leaves of ``jobs`` (``arrays = (X, Y, X_val, Y_val)``), in this process or
+    as tasks on a dask client; each leaf's rows are gathered only when it is fitted."""
+    xp = namespace_of(arrays[0])
     if client is None:
         leaves = []
-        for i, (Xl, Yl, Xv, Yv, seed) in enumerate(data):
-            leaves.append(_fit_leaf_model(Xl, Yl, Xv, Yv, rfm_params, seed))
+        for i, job in enumerate(jobs):
+            Xl, Yl, Xv, Yv = _leaf_data(*arrays, job, xp)
+            leaves.append(_fit_leaf_model(Xl, Yl, Xv, Yv, rfm_params, job.seed))
             logger.log(logging.INFO if verbose else logging.DEBUG,
-                       "leaf %d of %d: %d training points", i + 1, len(data), Xl.shape[0])
+                       "leaf %d of %d: %d training points", i + 1, len(jobs), Xl.shape[0])
         return leaves
     _require_distributed()
     from .io import model_from_state
@@ -524,12 +528,15 @@ def _fit_leaves(data: list[tuple[Any, ...]], rfm_params: dict, client: Any,
             raise TypeError(
                 f"client must be a dask.distributed.Client, got {type(client).__name__}")
     futures = []
-    for Xl, Yl, Xv, Yv, seed in data:
-        arrays = client.scatter([a for a in (Xl, Yl, Xv, Yv) if a is not None])
+    for job in jobs:
+        Xl, Yl, Xv, Yv = _leaf_data(*arrays, job, xp)
+        data = client.scatter([a for a in (Xl, Yl, Xv, Yv) if a is not None])
         if Xv is None:
-            arrays = [*arrays, None, None]
-        futures.append(client.submit(fit_leaf, *arrays, rfm_params, seed, pure=False))
+            data = [*data, None, None]
+        futures.append(client.submit(fit_leaf, *data, rfm_params, job.seed, pure=False))
     states = client.gather(futures)
+    if verbose:
+        logger.info("%d leaves fitted on the cluster", len(states))
     return [model_from_state(a, m, where="leaf fitted on the cluster") for a, m in states]
 
 
@@ -653,9 +660,8 @@ class _TreeBase(_EstimatorBase):
             val = None if X_val is None else xp.arange(X_val.shape[0], device=dev)
             grower.grow(xp.arange(n, device=dev), val)
             plans.append(grower.plan)
-        data = [(*_leaf_data(X, Y, X_val, Y_val, job, xp), job.seed)
-                for plan in plans for job in plan.jobs]
-        leaves = _fit_leaves(data, leaf_params, client, bool(self.verbose))
+        jobs = [job for plan in plans for job in plan.jobs]
+        leaves = _fit_leaves(jobs, (X, Y, X_val, Y_val), leaf_params, client, bool(self.verbose))
         trees, start = [], 0
         for plan in plans:
             k = len(plan.jobs)

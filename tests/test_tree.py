@@ -50,9 +50,7 @@ def soft_model(reg_data):
 # --------------------------------------------------------------------------- sklearn
 
 
-@parametrize_with_checks([
-    agop.xRFMRegressor(rfm_params=FAST, random_state=0),
-    agop.xRFMClassifier(rfm_params=FAST, random_state=0),
+@parametrize_with_checks([  # small leaves: the checks' data sets are split
     agop.xRFMRegressor(rfm_params=FAST, max_leaf_size=20, random_state=0),
     agop.xRFMClassifier(rfm_params=FAST, max_leaf_size=20, random_state=0),
 ])
@@ -74,7 +72,7 @@ def test_clone_and_params_round_trip():
 def test_regression_smoke_target_with_real_splits():
     X, tr, va, te = _peer_data()
     Y = np.stack([(X[:, 0] > 0).astype(float), (X[:, 1] < 0.5).astype(float)], axis=1)
-    m = agop.xRFMRegressor(max_leaf_size=300, random_state=0)
+    m = agop.xRFMRegressor(rfm_params={"iters": 2}, max_leaf_size=300, random_state=0)
     m.fit(X[tr], Y[tr], X[va], Y[va])
     assert m.n_leaves_ >= 4
     rmse = float(np.sqrt(np.mean((m.predict(X[te]) - Y[te]) ** 2)))
@@ -85,7 +83,7 @@ def test_regression_smoke_target_with_real_splits():
 def test_classification_smoke_target_with_real_splits(K):
     X, tr, va, te = _peer_data(seed=K)
     y = np.clip(np.floor(X[:, 0]), 0, K - 1).astype(int)
-    c = agop.xRFMClassifier(max_leaf_size=300, random_state=0)
+    c = agop.xRFMClassifier(rfm_params={"iters": 2}, max_leaf_size=300, random_state=0)
     c.fit(X[tr], y[tr], X[va], y[va])
     assert c.n_leaves_ >= 4 and list(c.classes_) == list(range(K))
     assert c.score(X[te], y[te]) > 0.8
@@ -315,6 +313,20 @@ def test_other_namespaces_stay_in_their_library(xp, reg_data):
                                atol=1e-9)
     c = agop.xRFMClassifier(**kw).fit(xp.asarray(X[:600]), xp.asarray((y[:600] > 0) * 1))
     assert type(c.predict_proba(Xt)) is type(Xt) and type(c.predict(Xt)) is type(Xt)
+
+
+def test_float32_is_kept_and_grid_search_works(reg_data):
+    from sklearn.model_selection import GridSearchCV
+
+    X, y = reg_data
+    m = agop.xRFMRegressor(rfm_params=FAST, max_leaf_size=200, random_state=0)
+    m.fit(X[:600].astype(np.float32), y[:600].astype(np.float32))
+    assert m.trees_[0].directions.dtype == np.float32
+    assert m.predict(X[600:].astype(np.float32)).dtype == np.float32
+    assert all(leaf.M_.dtype == np.float32 for leaf in m.trees_[0].leaves)
+    grid = GridSearchCV(agop.xRFMRegressor(rfm_params=FAST, random_state=0),
+                        {"max_leaf_size": [150, 1000]}, cv=2).fit(X[:600], y[:600])
+    assert grid.best_params_["max_leaf_size"] in (150, 1000) and grid.score(X, y) > 0.5
 
 
 # --------------------------------------------------------------------------- save / load
