@@ -104,21 +104,14 @@ class Tree:
     temperature_scores: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        # path matrices: PL[j, k] = 1 when leaf k lies left of split j, PR likewise
-        n_splits, n_leaves = int(np.sum(self.split >= 0)), len(self.leaves)
-        self._left = np.zeros((n_splits, n_leaves))
-        self._right = np.zeros((n_splits, n_leaves))
-        stack = [(0, [])]
-        while stack:
-            node, path = stack.pop()
-            k = int(self.leaf[node])
-            if k >= 0:
-                for j, side in path:
-                    (self._right if side else self._left)[j, k] = 1.0
-                continue
-            j = int(self.split[node])
-            stack.append((int(self.children[node, 0]), [*path, (j, 0)]))
-            stack.append((int(self.children[node, 1]), [*path, (j, 1)]))
+        # nodes are numbered parents first; the node of each leaf and the tree's depth
+        self._leaf_node = np.argsort(np.where(self.leaf >= 0, self.leaf, len(self.leaf)),
+                                     kind="stable")[:len(self.leaves)]
+        level = np.zeros(len(self.leaf), dtype=np.int64)
+        for node in range(len(self.leaf)):
+            if self.split[node] >= 0:
+                level[self.children[node]] = level[node] + 1
+        self._depth = int(level.max()) if level.size else 0
 
     @property
     def n_leaves(self) -> int:
@@ -127,7 +120,7 @@ class Tree:
     @property
     def depth(self) -> int:
         """Number of splits on the longest root-to-leaf path."""
-        return int(np.max(self._left.sum(0) + self._right.sum(0))) if self._left.size else 0
+        return self._depth
 
     # -- routing ---------------------------------------------------------------------
 
@@ -178,9 +171,16 @@ class Tree:
         Z = (X @ self.directions.T - self.thresholds[None, :]) / (
             float(temperature) * self.scales[None, :])
         zero = xp.zeros((), dtype=X.dtype, device=dev)
-        PL = xp.asarray(self._left, dtype=X.dtype, device=dev)
-        PR = xp.asarray(self._right, dtype=X.dtype, device=dev)
-        logp = -(xp.logaddexp(zero, Z) @ PL) - (xp.logaddexp(zero, -Z) @ PR)
+        # log p accumulated from the root down (parents are numbered before children)
+        acc = {0: xp.zeros((m,), dtype=X.dtype, device=dev)}
+        for node in range(len(self.leaf)):
+            j = int(self.split[node])
+            if j < 0:
+                continue
+            a, z = acc.pop(node), Z[:, j]
+            acc[int(self.children[node, 0])] = a - xp.logaddexp(zero, z)
+            acc[int(self.children[node, 1])] = a - xp.logaddexp(zero, -z)
+        logp = xp.stack([acc[int(i)] for i in self._leaf_node], axis=1)
         logp = xp.maximum(logp, _LOG_WEIGHT_FLOOR)
         w = xp.exp(logp - xp.max(logp, axis=1, keepdims=True))
         w = w / xp.sum(w, axis=1, keepdims=True)
