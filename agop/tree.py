@@ -46,6 +46,7 @@ from .updates import _generator, subsample_rows
 __all__ = [
     "SPLIT_METHODS",
     "TEMPERATURES",
+    "TUNING_MAX_POINTS",
     "Tree",
     "fit_leaf",
     "xRFMClassifier",
@@ -60,6 +61,10 @@ SPLIT_METHODS = ("agop", "pca", "random", "linear")
 
 #: temperatures tried on the validation data (0 is hard routing), SPEC §10.4
 TEMPERATURES = (0.0, *(float(t) for t in np.logspace(0.025, 4.5, 20)))
+
+#: the temperature is tuned on at most this many validation points (a random subset
+#: above it): every point of the tuning set evaluates up to min(n_leaves, 12 * 20) leaves
+TUNING_MAX_POINTS = 20_000
 
 _LOG_WEIGHT_FLOOR = -50.0  # log p(leaf) is clamped here before the softmax
 _MIN_SCALE = 1e-6  # floor of the temperature scale tau (IQR of the projections)
@@ -649,7 +654,7 @@ class _TreeBase(_EstimatorBase):
         cap = int(self.split_max_points) if self.split_max_points is not None else min(
             int(self.max_leaf_size), 50_000)
         dev = array_device(X)
-        plans = []
+        plans, tuning = [], []
         for t in range(int(self.n_trees)):
             grower = _Grower(
                 X, Y, X_val, xp, _generator(self.random_state, t), int(self.max_leaf_size),
@@ -660,6 +665,13 @@ class _TreeBase(_EstimatorBase):
             val = None if X_val is None else xp.arange(X_val.shape[0], device=dev)
             grower.grow(xp.arange(n, device=dev), val)
             plans.append(grower.plan)
+            if X_val is not None and X_val.shape[0] > TUNING_MAX_POINTS:
+                pick = np.sort(grower.rng.choice(X_val.shape[0], TUNING_MAX_POINTS,
+                                                 replace=False))
+                pick = xp.asarray(pick, device=dev)
+                tuning.append((xp.take(X_val, pick, axis=0), xp.take(Y_val, pick, axis=0)))
+            else:
+                tuning.append((X_val, Y_val))
         jobs = [job for plan in plans for job in plan.jobs]
         leaves = _fit_leaves(jobs, (X, Y, X_val, Y_val), leaf_params, client, bool(self.verbose))
         trees, start = [], 0
@@ -668,8 +680,8 @@ class _TreeBase(_EstimatorBase):
             trees.append(_tree_from_plan(plan, leaves[start:start + k], X, xp))
             start += k
         if X_val is not None:
-            for tree in trees:
-                self._set_temperature(tree, X_val, Y_val)
+            for tree, (Xt, Yt) in zip(trees, tuning, strict=True):
+                self._set_temperature(tree, Xt, Yt)
         else:
             for tree in trees:
                 tree.temperature = 0.0 if self.temperature == "auto" else float(self.temperature)
@@ -814,7 +826,8 @@ _TREE_DOC = """
         ``min(refill_size - n_val, refill_fraction * n_train)`` random training points
         into its validation set (only when there are validation data).
     temperature : "auto" or float >= 0, default "auto"
-        Routing temperature; "auto" tunes it on the validation data over
+        Routing temperature; "auto" tunes it on the validation data (at most
+        ``agop.tree.TUNING_MAX_POINTS`` = 20 000 of them, a random subset above) over
         ``agop.tree.TEMPERATURES`` (0, hard routing, and 20 values from 10^0.025 to
         10^4.5), hard routing without validation data.
     keep_weight_fraction : float in (0, 1], default 0.99

@@ -286,6 +286,18 @@ def test_temperature_is_tuned_on_validation(soft_model):
     assert fixed.trees_[0].temperature == 0.5
 
 
+def test_temperature_tuning_uses_a_capped_validation_subset(reg_data, monkeypatch):
+    X, y = reg_data
+    seen = []
+    real = tree_mod._TreeBase._set_temperature
+    monkeypatch.setattr(tree_mod, "TUNING_MAX_POINTS", 50)
+    monkeypatch.setattr(tree_mod._TreeBase, "_set_temperature",
+                        lambda self, t, Xv, Yv: seen.append(Xv.shape[0]) or real(self, t, Xv, Yv))
+    m = agop.xRFMRegressor(rfm_params=FAST, max_leaf_size=200, n_trees=2, random_state=0)
+    m.fit(X[:600], y[:600])
+    assert seen == [50, 50] and all(len(t.temperature_scores) == 21 for t in m.trees_)
+
+
 def test_ensemble_averages_the_trees_and_seeds_make_it_reproducible(reg_data):
     X, y = reg_data
     kw = {"rfm_params": FAST, "max_leaf_size": 200, "n_trees": 3, "random_state": 7}
