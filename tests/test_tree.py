@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import agop
+import agop._tree_grow as grow_mod
 import agop.tree as tree_mod
 from agop.testing import to_numpy
 
@@ -138,7 +139,7 @@ def test_top_eigenvector_lobpcg_above_256_matches_eigh():
     rng = np.random.default_rng(4)
     B = rng.normal(size=(300, 300))
     A = B @ B.T + 50.0 * np.outer(np.ones(300), np.ones(300)) / 300
-    v = tree_mod._top_eigenvector(A, np, rng)
+    v = grow_mod._top_eigenvector(A, np, rng)
     ref = np.linalg.eigh(A)[1][:, -1]
     assert abs(v @ ref) > 1 - 1e-8
 
@@ -164,7 +165,7 @@ def test_validation_refill_moves_training_points():
     rng = np.random.default_rng(6)
     X = rng.normal(size=(500, 3))
     Y = X[:, :1]
-    grower = tree_mod._Grower(X, Y, X[:40], np, np.random.default_rng(0), 100, "pca", {},
+    grower = grow_mod._Grower(X, Y, X[:40], np, np.random.default_rng(0), 100, "pca", {},
                               100, 0.05, 1500, 0.2)
     grower.grow(np.arange(500), np.arange(40))
     jobs = grower.plan.jobs
@@ -175,7 +176,7 @@ def test_validation_refill_moves_training_points():
         assert not set(job.moved.tolist()) & set(job.train.tolist())
     assert sum(job.val.shape[0] for job in jobs) == 40  # every validation point routed once
     # a leaf with more than refill_size validation points is not refilled
-    g2 = tree_mod._Grower(X, Y, X, np, np.random.default_rng(0), 1000, "pca", {}, 100, 0.05,
+    g2 = grow_mod._Grower(X, Y, X, np, np.random.default_rng(0), 1000, "pca", {}, 100, 0.05,
                           100, 0.2)
     g2.grow(np.arange(500), np.arange(500))
     assert g2.plan.jobs[0].moved is None and g2.plan.jobs[0].train.shape[0] == 500
