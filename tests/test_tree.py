@@ -429,6 +429,11 @@ def test_bad_parameters_get_clear_errors():
         agop.xRFMClassifier().fit(X, np.zeros(60))
     with pytest.raises(TypeError, match="dask.distributed.Client"):
         agop.xRFMRegressor(rfm_params=FAST).fit(X, y, client=object())
+    torch = pytest.importorskip("torch")
+    pytest.importorskip("distributed")
+    with pytest.raises(TypeError, match="NumPy arrays"):
+        agop.xRFMRegressor(rfm_params=FAST).fit(torch.asarray(X), torch.asarray(y),
+                                                client=object())
 
 
 def test_rfm_params_pass_through_unchanged(reg_data):
