@@ -30,7 +30,12 @@ from .updates import AGOPUpdate, FACTUpdate, KernelMachine, UpdateRule
 
 __version__ = "0.1.0.dev0"
 
-_LAZY = {"RFMRegressor": "agop.estimators", "RFMClassifier": "agop.estimators"}
+_LAZY = {
+    "RFMRegressor": "agop.estimators",
+    "RFMClassifier": "agop.estimators",
+    "xRFMRegressor": "agop.tree",
+    "xRFMClassifier": "agop.tree",
+}
 
 
 def __getattr__(name: str):
@@ -56,6 +61,8 @@ __all__ = [
     "RFMClassifier",
     "RFMRegressor",
     "UpdateRule",
+    "xRFMClassifier",
+    "xRFMRegressor",
     "Gaussian",
     "GeneralizedExponential",
     "Kernel",

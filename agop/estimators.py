@@ -191,10 +191,53 @@ def _check_regression_targets(y: Any, xp: Any, X: Any) -> Any:
     return y
 
 
+# --------------------------------------------------------------------------- shared layers
+
+
+class _EstimatorBase(_Base):
+    """What every agop estimator shares: feature bookkeeping and the predict-time check."""
+
+    def _fit_features(self, X: Any) -> tuple[Any, Any, list[str] | None]:
+        """``(xp, X, feature names)`` of training inputs (estimators with categorical
+        columns embed them here)."""
+        return _check_features(X)
+
+    def _features(self, X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None]:
+        """The same for inputs of a fitted model, or validation data."""
+        return _check_features(X, name)
+
+    def _categorical_encoding(self) -> Any:
+        return None
+
+    def _check_predict_input(self, X: Any) -> tuple[Any, Any]:
+        """``(xp, X)`` for prediction: a valid 2-D array with the fitted number of features."""
+        xp, X, _ = self._features(X)
+        if self._categorical_encoding() is None and X.shape[1] != self.n_features_in_:
+            raise ValueError(
+                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
+                f"{self.n_features_in_} features as input."
+            )
+        return xp, X
+
+    def _set_n_features(self, X: Any, names: list[str] | None) -> None:
+        enc = self.__dict__.get("_encoding")
+        self.n_features_in_ = int(X.shape[1]) if enc is None else enc.n_features_in
+        if names is not None:
+            self.feature_names_in_ = np.asarray(names, dtype=object)
+        elif hasattr(self, "feature_names_in_"):
+            del self.feature_names_in_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = False
+        tags.non_deterministic = False
+        return tags
+
+
 # --------------------------------------------------------------------------- base
 
 
-class _RFMBase(_Base):
+class _RFMBase(_EstimatorBase):
     """Hyperparameters and fitting shared by the regressor and the classifier."""
 
     _metric: str = "mse"
@@ -435,12 +478,7 @@ class _RFMBase(_Base):
 
     def _decision(self, X: Any) -> Any:
         self._check_fitted()
-        xp, X, _ = self._features(X)
-        if self._categorical_encoding() is None and X.shape[1] != self.n_features_in_:
-            raise ValueError(
-                f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
-                f"{self.n_features_in_} features as input."
-            )
+        xp, X = self._check_predict_input(X)
         m = self._predictor()
         if namespace_of(m.centers) is not xp:
             raise TypeError(
@@ -448,20 +486,6 @@ class _RFMBase(_Base):
                 "from the same library"
             )
         return m.predict(xp.astype(X, m.centers.dtype))
-
-    def _set_n_features(self, X: Any, names: list[str] | None) -> None:
-        enc = self.__dict__.get("_encoding")
-        self.n_features_in_ = int(X.shape[1]) if enc is None else enc.n_features_in
-        if names is not None:
-            self.feature_names_in_ = np.asarray(names, dtype=object)
-        elif hasattr(self, "feature_names_in_"):
-            del self.feature_names_in_
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.allow_nan = False
-        tags.non_deterministic = False
-        return tags
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -529,10 +553,195 @@ def _split(X, Y, fraction, random_state, stratify, xp):
             xp.take(X, va_idx, axis=0), xp.take(Y, va_idx, axis=0))
 
 
+# --------------------------------------------------------------------------- outputs
+
+
+class _RegressorOutputs:
+    """Fit-input checks, ``predict`` and ``score`` of a regressor whose ``_decision(X)``
+    returns the ``(m, c)`` outputs."""
+
+    def _prepare_fit(self, X: Any, y: Any, X_val: Any, y_val: Any) -> tuple[Any, ...]:
+        """Checked ``(xp, X, Y, X_val, Y_val)`` with 2-D targets; records ``_y_1d`` and the
+        number (and names) of the features."""
+        xp, X, names = self._fit_features(X)
+        y = _check_regression_targets(y, xp, X)
+        Xv = Yv = None
+        if X_val is not None or y_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError("pass both X_val and y_val, or neither")
+            xpv, Xv, _ = self._features(X_val, "X_val")
+            if xpv is not xp:
+                raise TypeError("X_val must come from the same array library as X")
+            if Xv.shape[1] != X.shape[1]:
+                raise ValueError(f"X_val has {Xv.shape[1]} features but X has {X.shape[1]}")
+            Yv = _check_regression_targets(y_val, xp, Xv)
+            if Yv.ndim != y.ndim or (y.ndim == 2 and Yv.shape[1] != y.shape[1]):
+                raise ValueError("y_val must have the shape of y (same number of outputs)")
+            Xv = xp.astype(Xv, X.dtype)
+        self._y_1d = y.ndim == 1
+        Y = xp.reshape(y, (y.shape[0], 1)) if self._y_1d else y
+        Yv2 = None if Yv is None else (xp.reshape(Yv, (Yv.shape[0], 1)) if Yv.ndim == 1
+                                       else Yv)
+        self._set_n_features(X, names)
+        return xp, X, Y, Xv, Yv2
+
+    def predict(self, X: Any) -> Any:
+        """Predictions ``f(X)``: ``(m,)`` for a 1-D training target, else ``(m, c)``."""
+        P = self._decision(X)
+        return P[:, 0] if self._y_1d else P
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Coefficient of determination R² (averaged uniformly over outputs)."""
+        if sample_weight is not None:
+            return super().score(X, y, sample_weight=sample_weight)
+        P = self.predict(X)
+        xp = namespace_of(P)
+        y = _check_regression_targets(y, xp, P if P.ndim == 2 else xp.reshape(P, (-1, 1)))
+        y2 = xp.reshape(y, (y.shape[0], -1))
+        P2 = xp.reshape(P, (P.shape[0], -1))
+        ss_res = xp.sum((y2 - P2) ** 2, axis=0)
+        ss_tot = xp.sum((y2 - xp.mean(y2, axis=0)) ** 2, axis=0)
+        r2 = xp.where(ss_tot > 0, 1.0 - ss_res / xp.where(ss_tot > 0, ss_tot, 1.0),
+                      xp.where(ss_res > 0, 0.0, 1.0))
+        return float(xp.mean(r2))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.multi_output = True
+        tags.target_tags.single_output = True
+        return tags
+
+
+class _ClassifierOutputs:
+    """Label encoding, fit-input checks, ``decision_function``, ``predict_proba``,
+    ``predict`` and ``score`` of a classifier whose ``_decision(X)`` returns the regressed
+    ``(m, c)`` scores of the encoded labels."""
+
+    def _encode(self, y: Any, xp: Any, X: Any) -> tuple[Any, Any]:
+        if y is None:
+            raise ValueError("requires y to be passed, but the target y is None")
+        if is_array(y) and not isinstance(y, np.ndarray):
+            y_host = _to_host(y)
+        else:
+            y_host = np.asarray(y)
+        if y_host.ndim == 2 and y_host.shape[1] == 1:
+            warnings.warn(
+                "A column-vector y was passed when a 1d array was expected; it is used as "
+                "y.ravel()",
+                _DataConversionWarning,
+                stacklevel=3,
+            )
+            y_host = y_host[:, 0]
+        if y_host.ndim != 1:
+            raise ValueError(
+                f"y must be a 1-D array of class labels, got shape {y_host.shape}; "
+                "multilabel targets are not supported"
+            )
+        if y_host.dtype.kind == "f":
+            if not np.all(np.isfinite(y_host)):
+                raise ValueError("Input y contains NaN or infinity")
+            if not np.all(y_host == np.round(y_host)):
+                raise ValueError(
+                    f"Unknown label type: continuous; {type(self).__name__} needs class "
+                    "labels (use a regressor for continuous targets)"
+                )
+        if y_host.dtype.kind == "O":
+            kinds = {type(v) for v in y_host}
+            if len(kinds) > 1 and not all(issubclass(k, numbers.Number) for k in kinds):
+                raise ValueError(f"Unknown label type: mixed label types {sorted(map(str, kinds))}")
+        if y_host.shape[0] != X.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} samples but y has {y_host.shape[0]}")
+        classes, inverse = np.unique(y_host, return_inverse=True)
+        return classes, inverse
+
+    def _onehot(self, inverse: np.ndarray, xp: Any, X: Any) -> Any:
+        k = len(self.classes_)
+        if k == 2:
+            Y = inverse[:, None].astype(np.float64)
+        else:
+            Y = np.zeros((inverse.shape[0], k))
+            Y[np.arange(inverse.shape[0]), inverse] = 1.0
+        return xp.astype(xp.asarray(Y, device=array_device(X)), X.dtype)
+
+    def _prepare_fit(self, X: Any, y: Any, X_val: Any, y_val: Any) -> tuple[Any, ...]:
+        """Checked ``(xp, X, Y, X_val, Y_val, inverse)`` with ``Y`` the encoded labels and
+        ``inverse`` the class index of each row; records ``classes_`` and the features."""
+        xp, X, names = self._fit_features(X)
+        classes, inverse = self._encode(y, xp, X)
+        if len(classes) < 2:
+            raise ValueError(
+                f"{type(self).__name__} needs at least 2 classes in y; got 1 class: "
+                f"{classes[0]!r}"
+            )
+        self.classes_ = classes
+        Y = self._onehot(inverse, xp, X)
+        Xv = Yv = None
+        if X_val is not None or y_val is not None:
+            if X_val is None or y_val is None:
+                raise ValueError("pass both X_val and y_val, or neither")
+            xpv, Xv, _ = self._features(X_val, "X_val")
+            if xpv is not xp:
+                raise TypeError("X_val must come from the same array library as X")
+            if Xv.shape[1] != X.shape[1]:
+                raise ValueError(f"X_val has {Xv.shape[1]} features but X has {X.shape[1]}")
+            yv = _to_host(y_val) if is_array(y_val) else np.asarray(y_val)
+            yv = yv.reshape(-1)
+            unknown = np.setdiff1d(yv, classes)
+            if unknown.size:
+                raise ValueError(f"y_val has labels not seen in y: {unknown[:5].tolist()}")
+            Yv = self._onehot(np.searchsorted(classes, yv), xp, Xv)
+            Xv = xp.astype(Xv, X.dtype)
+        self._set_n_features(X, names)
+        return xp, X, Y, Xv, Yv, inverse
+
+    def decision_function(self, X: Any) -> Any:
+        """Regressed scores: ``(m, n_classes)``; for two classes ``f(X) - 0.5``, ``(m,)``.
+
+        With two classes the model regresses the indicator of ``classes_[1]``; the score
+        is shifted so that, as in scikit-learn, a positive value means ``classes_[1]``.
+        """
+        P = self._decision(X)
+        return P[:, 0] - 0.5 if P.shape[1] == 1 else P
+
+    def predict_proba(self, X: Any) -> Any:
+        """Clipped, renormalized scores, ``(m, n_classes)``; rows sum to 1 (see class doc)."""
+        P = self._decision(X)
+        xp = namespace_of(P)
+        P = xp.clip(P, 1e-3, 1.0 - 1e-3)
+        if P.shape[1] == 1:
+            return xp.concat([1.0 - P, P], axis=1)
+        return P / xp.sum(P, axis=1, keepdims=True)
+
+    def predict(self, X: Any) -> Any:
+        """Predicted class labels, shape ``(m,)``."""
+        P = self._decision(X)
+        xp = namespace_of(P)
+        idx = xp.astype(P[:, 0] > 0.5, xp.int64) if P.shape[1] == 1 else xp.argmax(P, axis=1)
+        idx_host = _to_host(idx).astype(np.intp)
+        labels = self.classes_[idx_host]
+        if not is_numpy_namespace(xp) and labels.dtype.kind in "biuf":
+            return xp.asarray(labels, device=array_device(P))
+        return labels
+
+    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
+        """Mean accuracy."""
+        if sample_weight is not None:
+            return super().score(X, y, sample_weight=sample_weight)
+        pred = self.predict(X)
+        pred = _to_host(pred) if not isinstance(pred, np.ndarray) else pred
+        y = _to_host(y) if is_array(y) and not isinstance(y, np.ndarray) else np.asarray(y)
+        return float(np.mean(pred == y.reshape(-1)))
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_class = True
+        return tags
+
+
 # --------------------------------------------------------------------------- regressor
 
 
-class RFMRegressor(_RegressorMixin, _RFMBase):
+class RFMRegressor(_RegressorOutputs, _RegressorMixin, _RFMBase):
     """Recursive Feature Machine regression (Radhakrishnan et al., Science 2024).
 
     Fits ``f(x) = sum_j coef_j k_M(x, x_j)`` and learns ``M`` by the loop of
@@ -635,62 +844,17 @@ class RFMRegressor(_RegressorMixin, _RFMBase):
 
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> RFMRegressor:
         """Fit on ``(X, y)``; ``(X_val, y_val)`` (optional) select the best iterate."""
-        xp, X, names = self._fit_features(X)
-        y = _check_regression_targets(y, xp, X)
-        Xv = Yv = None
-        if X_val is not None or y_val is not None:
-            if X_val is None or y_val is None:
-                raise ValueError("pass both X_val and y_val, or neither")
-            xpv, Xv, _ = self._features(X_val, "X_val")
-            if xpv is not xp:
-                raise TypeError("X_val must come from the same array library as X")
-            if Xv.shape[1] != X.shape[1]:
-                raise ValueError(f"X_val has {Xv.shape[1]} features but X has {X.shape[1]}")
-            Yv = _check_regression_targets(y_val, xp, Xv)
-            if Yv.ndim != y.ndim or (y.ndim == 2 and Yv.shape[1] != y.shape[1]):
-                raise ValueError("y_val must have the shape of y (same number of outputs)")
-            Xv = xp.astype(Xv, X.dtype)
-        self._y_1d = y.ndim == 1
-        Y = xp.reshape(y, (y.shape[0], 1)) if self._y_1d else y
-        Yv2 = None if Yv is None else (xp.reshape(Yv, (Yv.shape[0], 1)) if Yv.ndim == 1
-                                       else Yv)
-        self._set_n_features(X, names)
+        xp, X, Y, Xv, Yv2 = self._prepare_fit(X, y, X_val, y_val)
         res = self._fit_encoded(X, Y, Xv, Yv2, xp)
         coef = res.machine.coef
         self.coef_ = coef[:, 0] if self._y_1d else coef
         return self
 
-    def predict(self, X: Any) -> Any:
-        """Predictions ``f(X)``: ``(m,)`` for a 1-D training target, else ``(m, c)``."""
-        P = self._decision(X)
-        return P[:, 0] if self._y_1d else P
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Coefficient of determination R² (averaged uniformly over outputs)."""
-        if sample_weight is not None:
-            return super().score(X, y, sample_weight=sample_weight)
-        P = self.predict(X)
-        xp = namespace_of(P)
-        y = _check_regression_targets(y, xp, P if P.ndim == 2 else xp.reshape(P, (-1, 1)))
-        y2 = xp.reshape(y, (y.shape[0], -1))
-        P2 = xp.reshape(P, (P.shape[0], -1))
-        ss_res = xp.sum((y2 - P2) ** 2, axis=0)
-        ss_tot = xp.sum((y2 - xp.mean(y2, axis=0)) ** 2, axis=0)
-        r2 = xp.where(ss_tot > 0, 1.0 - ss_res / xp.where(ss_tot > 0, ss_tot, 1.0),
-                      xp.where(ss_res > 0, 0.0, 1.0))
-        return float(xp.mean(r2))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.target_tags.multi_output = True
-        tags.target_tags.single_output = True
-        return tags
-
 
 # --------------------------------------------------------------------------- classifier
 
 
-class RFMClassifier(_ClassifierMixin, _RFMBase):
+class RFMClassifier(_ClassifierOutputs, _ClassifierMixin, _RFMBase):
     """Recursive Feature Machine classification.
 
     Labels of any type are encoded as one 0/1 column (two classes) or one-hot columns
@@ -725,123 +889,9 @@ class RFMClassifier(_ClassifierMixin, _RFMBase):
 
     _metric = "accuracy"
 
-    def _encode(self, y: Any, xp: Any, X: Any) -> tuple[Any, Any]:
-        if y is None:
-            raise ValueError("requires y to be passed, but the target y is None")
-        if is_array(y) and not isinstance(y, np.ndarray):
-            y_host = _to_host(y)
-        else:
-            y_host = np.asarray(y)
-        if y_host.ndim == 2 and y_host.shape[1] == 1:
-            warnings.warn(
-                "A column-vector y was passed when a 1d array was expected; it is used as "
-                "y.ravel()",
-                _DataConversionWarning,
-                stacklevel=3,
-            )
-            y_host = y_host[:, 0]
-        if y_host.ndim != 1:
-            raise ValueError(
-                f"y must be a 1-D array of class labels, got shape {y_host.shape}; "
-                "multilabel targets are not supported"
-            )
-        if y_host.dtype.kind == "f":
-            if not np.all(np.isfinite(y_host)):
-                raise ValueError("Input y contains NaN or infinity")
-            if not np.all(y_host == np.round(y_host)):
-                raise ValueError(
-                    "Unknown label type: continuous; RFMClassifier needs class labels "
-                    "(use RFMRegressor for continuous targets)"
-                )
-        if y_host.dtype.kind == "O":
-            kinds = {type(v) for v in y_host}
-            if len(kinds) > 1 and not all(issubclass(k, numbers.Number) for k in kinds):
-                raise ValueError(f"Unknown label type: mixed label types {sorted(map(str, kinds))}")
-        if y_host.shape[0] != X.shape[0]:
-            raise ValueError(f"X has {X.shape[0]} samples but y has {y_host.shape[0]}")
-        classes, inverse = np.unique(y_host, return_inverse=True)
-        return classes, inverse
-
-    def _onehot(self, inverse: np.ndarray, xp: Any, X: Any) -> Any:
-        k = len(self.classes_)
-        if k == 2:
-            Y = inverse[:, None].astype(np.float64)
-        else:
-            Y = np.zeros((inverse.shape[0], k))
-            Y[np.arange(inverse.shape[0]), inverse] = 1.0
-        return xp.astype(xp.asarray(Y, device=array_device(X)), X.dtype)
-
     def fit(self, X: Any, y: Any, X_val: Any = None, y_val: Any = None) -> RFMClassifier:
         """Fit on ``(X, y)``; ``(X_val, y_val)`` (optional) select the best iterate."""
-        xp, X, names = self._fit_features(X)
-        classes, inverse = self._encode(y, xp, X)
-        if len(classes) < 2:
-            raise ValueError(
-                f"RFMClassifier needs at least 2 classes in y; got 1 class: {classes[0]!r}"
-            )
-        self.classes_ = classes
-        Y = self._onehot(inverse, xp, X)
-        Xv = Yv = None
-        if X_val is not None or y_val is not None:
-            if X_val is None or y_val is None:
-                raise ValueError("pass both X_val and y_val, or neither")
-            xpv, Xv, _ = self._features(X_val, "X_val")
-            if xpv is not xp:
-                raise TypeError("X_val must come from the same array library as X")
-            if Xv.shape[1] != X.shape[1]:
-                raise ValueError(f"X_val has {Xv.shape[1]} features but X has {X.shape[1]}")
-            yv = _to_host(y_val) if is_array(y_val) else np.asarray(y_val)
-            yv = yv.reshape(-1)
-            unknown = np.setdiff1d(yv, classes)
-            if unknown.size:
-                raise ValueError(f"y_val has labels not seen in y: {unknown[:5].tolist()}")
-            Yv = self._onehot(np.searchsorted(classes, yv), xp, Xv)
-            Xv = xp.astype(Xv, X.dtype)
-        self._set_n_features(X, names)
+        xp, X, Y, Xv, Yv, inverse = self._prepare_fit(X, y, X_val, y_val)
         self._fit_encoded(X, Y, Xv, Yv, xp, stratify=inverse)
         self.coef_ = self._machine.coef
         return self
-
-    def decision_function(self, X: Any) -> Any:
-        """Regressed scores: ``(m, n_classes)``; for two classes ``f(X) - 0.5``, ``(m,)``.
-
-        With two classes the model regresses the indicator of ``classes_[1]``; the score
-        is shifted so that, as in scikit-learn, a positive value means ``classes_[1]``.
-        """
-        P = self._decision(X)
-        return P[:, 0] - 0.5 if P.shape[1] == 1 else P
-
-    def predict_proba(self, X: Any) -> Any:
-        """Clipped, renormalized scores, ``(m, n_classes)``; rows sum to 1 (see class doc)."""
-        P = self._decision(X)
-        xp = namespace_of(P)
-        P = xp.clip(P, 1e-3, 1.0 - 1e-3)
-        if P.shape[1] == 1:
-            return xp.concat([1.0 - P, P], axis=1)
-        return P / xp.sum(P, axis=1, keepdims=True)
-
-    def predict(self, X: Any) -> Any:
-        """Predicted class labels, shape ``(m,)``."""
-        P = self._decision(X)
-        xp = namespace_of(P)
-        idx = xp.astype(P[:, 0] > 0.5, xp.int64) if P.shape[1] == 1 else xp.argmax(P, axis=1)
-        idx_host = _to_host(idx).astype(np.intp)
-        labels = self.classes_[idx_host]
-        if not is_numpy_namespace(xp) and labels.dtype.kind in "biuf":
-            return xp.asarray(labels, device=array_device(P))
-        return labels
-
-    def score(self, X: Any, y: Any, sample_weight: Any = None) -> float:
-        """Mean accuracy."""
-        if sample_weight is not None:
-            return super().score(X, y, sample_weight=sample_weight)
-        pred = self.predict(X)
-        pred = _to_host(pred) if not isinstance(pred, np.ndarray) else pred
-        y = _to_host(y) if is_array(y) and not isinstance(y, np.ndarray) else np.asarray(y)
-        return float(np.mean(pred == y.reshape(-1)))
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_class = True
-        return tags
-

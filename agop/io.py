@@ -1,11 +1,12 @@
 """Saving and loading fitted models: one ``.npz`` file, arrays plus JSON metadata.
 
 ``agop.save(model, path)`` writes the fitted arrays (``M_``, ``coef_``, ``X_fit_``,
-``classes_``; with categorical features their categories and embeddings) as NumPy arrays
+``classes_``; with categorical features their categories and embeddings; for an xRFM
+tree its node arrays and every leaf's arrays) as NumPy arrays
 and everything else (the class, its hyperparameters, the fitted kernel, the history, a
-format version) as a JSON document inside the same file. ``agop.load(path)`` reads it
-back with ``allow_pickle=False``: no pickle is ever involved, so loading a file cannot
-run code.  A reloaded model predicts bit-identical numbers.
+format version) as a JSON document inside the same file.
+``agop.load(path)`` reads it back with ``allow_pickle=False``: no pickle is ever involved,
+so loading a file cannot run code.  A reloaded model predicts bit-identical numbers.
 """
 
 from __future__ import annotations
@@ -22,19 +23,31 @@ from ._lib._compat import is_array, namespace_name
 from ._lib._validation import namespace_of
 from .kernels import Kernel, make_kernel
 
-__all__ = ["FORMAT", "FORMAT_VERSION", "load", "save"]
+__all__ = [
+    "FORMAT",
+    "FORMAT_VERSION",
+    "load",
+    "model_from_state",
+    "model_state",
+    "save",
+    "tree_model_from_state",
+    "tree_model_state",
+]
 
 FORMAT = "agop-model"
 FORMAT_VERSION = 2  # 2: categorical features (files without them are still written as 1)
 _META = "__agop_meta__"
 _ARRAYS = ("M_", "coef_", "X_fit_", "classes_")
-_SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d")
+_SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d", "n_leaves_")
+_TREE_ARRAYS = ("children", "split", "leaf", "directions", "thresholds", "scales")
 
 
 def _estimator_classes() -> dict[str, type]:
     from .estimators import RFMClassifier, RFMRegressor
+    from .tree import xRFMClassifier, xRFMRegressor
 
-    return {"RFMRegressor": RFMRegressor, "RFMClassifier": RFMClassifier}
+    return {"RFMRegressor": RFMRegressor, "RFMClassifier": RFMClassifier,
+            "xRFMRegressor": xRFMRegressor, "xRFMClassifier": xRFMClassifier}
 
 
 def _jsonable(value: Any, name: str) -> Any:
@@ -58,10 +71,14 @@ def _jsonable(value: Any, name: str) -> Any:
 
 
 def _from_json(value: Any) -> Any:
-    if isinstance(value, dict) and set(value) == {"__kernel__"}:
-        return make_kernel(**value["__kernel__"])
-    if isinstance(value, dict) and set(value) == {"__ndarray__"}:
-        return np.asarray(value["__ndarray__"])
+    if isinstance(value, dict):
+        if set(value) == {"__kernel__"}:
+            return make_kernel(**value["__kernel__"])
+        if set(value) == {"__ndarray__"}:
+            return np.asarray(value["__ndarray__"])
+        return {k: _from_json(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_from_json(v) for v in value]
     return value
 
 
@@ -112,8 +129,185 @@ def _to_numpy(a: Any) -> np.ndarray:
     return a if isinstance(a, np.ndarray) else to_numpy(a)
 
 
+def model_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The fitted state of an RFM estimator: NumPy arrays and JSON-compatible metadata.
+
+    :func:`model_from_state` rebuilds the estimator from it; :func:`save` writes it.
+    """
+    if not hasattr(model, "M_"):
+        raise ValueError(f"this {type(model).__name__} is not fitted yet; call fit first")
+    arrays, meta = _common_state(model, model.M_)
+    n_cat = len(getattr(model, "categories_", []))
+    if n_cat:
+        arrays["categorical_features_"] = np.asarray(model.categorical_features_, dtype=np.int64)
+        for g in range(n_cat):
+            arrays[f"categories_{g}"] = np.asarray(model.categories_[g])
+            arrays[f"categorical_embeddings_{g}"] = np.asarray(model.categorical_embeddings_[g])
+    meta["n_categorical"] = n_cat
+    meta["format_version"] = FORMAT_VERSION if n_cat else 1
+    meta["kernel_"] = model.kernel_.to_dict()
+    meta["history_"] = _jsonable(model.history_, "history_")
+    return arrays, meta
+
+
+def _common_state(model: Any, fitted: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Fitted arrays of ``_ARRAYS`` and the metadata every saved estimator has."""
+    arrays: dict[str, np.ndarray] = {}
+    for key in _ARRAYS:
+        if hasattr(model, key):
+            a = _to_numpy(getattr(model, key))
+            if a.dtype.kind == "O":
+                if not all(isinstance(v, str) for v in a):
+                    raise TypeError(f"cannot save {key} of mixed object labels without pickle")
+                a = a.astype(str)
+            arrays[key] = a
+    meta = {
+        "class": type(model).__name__,
+        "namespace": namespace_name(namespace_of(fitted)),
+        "params": (_params_to_json(model.get_params(deep=False), arrays)
+                   if "categorical_features" in model.get_params(deep=False)
+                   else _jsonable(model.get_params(deep=False), "params")),
+        "feature_names_in_": (
+            [str(v) for v in model.feature_names_in_] if hasattr(model, "feature_names_in_")
+            else None
+        ),
+        **{key: _jsonable(getattr(model, key), key) for key in _SCALARS if hasattr(model, key)},
+    }
+    return arrays, meta
+
+
+def tree_model_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """The fitted state of an ``xRFMRegressor`` / ``xRFMClassifier``: per tree its node
+    arrays (``tree{t}.children`` ...) and per leaf the :func:`model_state` arrays
+    (``tree{t}.leaf{k}.M_`` ...), with the leaves' metadata in ``trees``."""
+    if not hasattr(model, "trees_"):
+        raise ValueError(f"this {type(model).__name__} is not fitted yet; call fit first")
+    arrays, meta = _common_state(model, model.trees_[0].directions)
+    trees = []
+    for t, tree in enumerate(model.trees_):
+        for key in _TREE_ARRAYS:
+            arrays[f"tree{t}.{key}"] = _to_numpy(getattr(tree, key))
+        leaves = []
+        for k, leaf in enumerate(tree.leaves):
+            leaf_arrays, leaf_meta = model_state(leaf)
+            arrays.update({f"tree{t}.leaf{k}.{a}": v for a, v in leaf_arrays.items()})
+            leaves.append(leaf_meta)
+        trees.append({
+            "temperature": float(tree.temperature),
+            "temperature_scores": [[float(T), float(v)]
+                                   for T, v in tree.temperature_scores.items()],
+            "leaves": leaves,
+        })
+    meta["trees"] = trees
+    meta["format_version"] = max([1] + [leaf.get("format_version", 1) for tree in trees
+                                        for leaf in tree["leaves"]])
+    return arrays, meta
+
+
+def tree_model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *,
+                          convert: Any, where: str) -> Any:
+    """The tree estimator :func:`tree_model_state` describes."""
+    from .tree import Tree
+
+    cls = _estimator_classes()[meta["class"]]
+    trees_meta = meta.get("trees")
+    if not isinstance(trees_meta, list) or not trees_meta:
+        raise ValueError(f"{where} is incomplete: no trees")
+    model = _new_model(cls, meta, where)
+    trees = []
+    for t, tm in enumerate(trees_meta):
+        missing = [f"tree{t}.{k}" for k in _TREE_ARRAYS if f"tree{t}.{k}" not in arrays]
+        if missing or not isinstance(tm, dict) or not isinstance(tm.get("leaves"), list):
+            raise ValueError(f"{where} is incomplete: tree {t} misses {missing or 'its leaves'}")
+        leaves = []
+        for k, leaf_meta in enumerate(tm["leaves"]):
+            prefix = f"tree{t}.leaf{k}."
+            leaf_arrays = {a[len(prefix):]: v for a, v in arrays.items() if a.startswith(prefix)}
+            leaves.append(model_from_state(leaf_arrays, leaf_meta, convert=convert,
+                                           where=f"{where} (tree {t}, leaf {k})"))
+        node = {k: arrays[f"tree{t}.{k}"] for k in _TREE_ARRAYS}
+        n_nodes = node["children"].shape[0]
+        if (node["split"].shape != (n_nodes,) or node["leaf"].shape != (n_nodes,)
+                or int(np.sum(node["leaf"] >= 0)) != len(leaves)):
+            raise ValueError(f"{where}: tree {t} has inconsistent node arrays")
+        tree = Tree(node["children"], node["split"], node["leaf"], convert(node["directions"]),
+                    convert(node["thresholds"]), convert(node["scales"]), leaves,
+                    temperature=float(tm.get("temperature", 0.0)),
+                    temperature_scores={float(T): v for T, v in tm.get("temperature_scores", [])})
+        trees.append(tree)
+    model.trees_ = trees
+    if "classes_" in arrays:
+        model.classes_ = arrays["classes_"]
+    _set_common(model, meta)
+    return model
+
+
+def model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *,
+                     convert: Any = None, where: str = "state") -> Any:
+    """The estimator :func:`model_state` describes (``convert`` maps each NumPy array to
+    the target library; ``where`` names the source in error messages)."""
+    classes = _estimator_classes()
+    cls = classes.get(meta.get("class"))
+    if cls is None:
+        raise ValueError(f"{where}: unknown model class {meta.get('class')!r}")
+    missing = [k for k in ("M_", "coef_", "X_fit_") if k not in arrays]
+    if missing:
+        raise ValueError(f"{where} is incomplete: missing arrays {missing}")
+    model = _new_model(cls, meta, where, arrays)
+    convert = _converter(meta.get("namespace"), None) if convert is None else convert
+    for key in ("M_", "coef_", "X_fit_"):
+        setattr(model, key, convert(arrays[key]))
+    if "classes_" in arrays:
+        model.classes_ = arrays["classes_"]
+    try:
+        model.kernel_ = make_kernel(**meta["kernel_"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ValueError(f"{where}: the saved kernel is not readable: {exc}") from exc
+    model.history_ = meta.get("history_", [])
+    _set_common(model, meta)
+    n_cat = meta.get("n_categorical", 0)
+    if n_cat:
+        keys = ["categorical_features_"] + [f"{k}_{g}" for g in range(n_cat) for k in
+                                            ("categories", "categorical_embeddings")]
+        missing = [k for k in keys if k not in arrays]
+        if missing:
+            raise ValueError(f"{where} is incomplete: missing arrays {missing}")
+        model.categorical_features_ = arrays["categorical_features_"]
+        model.categories_ = [arrays[f"categories_{g}"] for g in range(n_cat)]
+        model.categorical_embeddings_ = [arrays[f"categorical_embeddings_{g}"]
+                                         for g in range(n_cat)]
+        model.feature_blocks_ = [np.asarray(b, dtype=np.int64)
+                                 for b in model._categorical_encoding().blocks]
+    return model
+
+
+def _new_model(cls: type, meta: dict[str, Any], where: str,
+               arrays: dict[str, np.ndarray] | None = None) -> Any:
+    params = meta.get("params")
+    if not isinstance(params, dict):
+        raise ValueError(f"{where} is incomplete: no hyperparameters")
+    try:
+        params = _params_from_json(params, arrays or {})
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"{where} has malformed hyperparameters: {exc}") from exc
+    try:
+        return cls(**params)
+    except TypeError as exc:
+        raise ValueError(
+            f"{where}: saved hyperparameters do not fit {cls.__name__}: {exc}") from exc
+
+
+def _set_common(model: Any, meta: dict[str, Any]) -> None:
+    for key in _SCALARS:
+        if key in meta:
+            setattr(model, key, meta[key])
+    if meta.get("feature_names_in_") is not None:
+        model.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
+
+
 def save(model: Any, path: str | os.PathLike) -> str:
-    """Write a fitted ``RFMRegressor`` / ``RFMClassifier`` to ``path`` (``.npz``).
+    """Write a fitted ``RFMRegressor`` / ``RFMClassifier`` / ``xRFMRegressor`` /
+    ``xRFMClassifier`` to ``path`` (``.npz``).
 
     Returns the path written (``.npz`` is appended when missing, as NumPy does).
 
@@ -129,39 +323,15 @@ def save(model: Any, path: str | os.PathLike) -> str:
     classes = _estimator_classes()
     name = type(model).__name__
     if name not in classes or not isinstance(model, classes[name]):
-        raise TypeError(f"agop.save takes a fitted RFMRegressor or RFMClassifier, got {name}")
-    if not hasattr(model, "M_"):
-        raise ValueError(f"this {name} is not fitted yet; call fit first")
-    arrays: dict[str, np.ndarray] = {}
-    n_cat = len(getattr(model, "categories_", []))
-    if n_cat:
-        arrays["categorical_features_"] = np.asarray(model.categorical_features_, dtype=np.int64)
-        for g in range(n_cat):
-            arrays[f"categories_{g}"] = np.asarray(model.categories_[g])
-            arrays[f"categorical_embeddings_{g}"] = np.asarray(model.categorical_embeddings_[g])
-    for key in _ARRAYS:
-        if hasattr(model, key):
-            a = _to_numpy(getattr(model, key))
-            if a.dtype.kind == "O":
-                if not all(isinstance(v, str) for v in a):
-                    raise TypeError(f"cannot save {key} of mixed object labels without pickle")
-                a = a.astype(str)
-            arrays[key] = a
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION if n_cat else 1,
-        "class": name,
-        "namespace": namespace_name(namespace_of(model.M_)),
-        "params": _params_to_json(model.get_params(deep=False), arrays),
-        "n_categorical": n_cat,
-        "kernel_": model.kernel_.to_dict(),
-        "history_": _jsonable(model.history_, "history_"),
-        "feature_names_in_": (
-            [str(v) for v in model.feature_names_in_] if hasattr(model, "feature_names_in_")
-            else None
-        ),
-        **{key: _jsonable(getattr(model, key), key) for key in _SCALARS if hasattr(model, key)},
-    }
+        raise TypeError(
+            "agop.save takes a fitted RFMRegressor or RFMClassifier (or xRFMRegressor / "
+            f"xRFMClassifier), got {name}"
+        )
+    if name.startswith("xRFM"):
+        arrays, meta = tree_model_state(model)
+    else:
+        arrays, meta = model_state(model)
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, **meta}
     from . import __version__
 
     meta["agop_version"] = __version__
@@ -214,47 +384,10 @@ def load(path: str | os.PathLike, *, like: Any = None) -> Any:
             f"{path} has agop model format {version!r}; this agop reads format "
             f"<= {FORMAT_VERSION} (upgrade agop)"
         )
-    classes = _estimator_classes()
-    cls = classes.get(meta.get("class"))
-    if cls is None:
-        raise ValueError(f"{path}: unknown model class {meta.get('class')!r}")
-    missing = [k for k in ("M_", "coef_", "X_fit_") if k not in arrays]
-    if missing:
-        raise ValueError(f"{path} is incomplete: missing arrays {missing}")
-    try:
-        params = _params_from_json(meta["params"], arrays)
-    except (KeyError, TypeError, IndexError) as exc:
-        raise ValueError(f"{path} has malformed hyperparameters: {exc}") from exc
-    try:
-        model = cls(**params)
-    except TypeError as exc:
-        raise ValueError(f"{path}: saved hyperparameters do not fit {cls.__name__}: {exc}") from exc
     convert = _converter(meta.get("namespace"), like)
-    for key in ("M_", "coef_", "X_fit_"):
-        setattr(model, key, convert(arrays[key]))
-    if "classes_" in arrays:
-        model.classes_ = arrays["classes_"]
-    model.kernel_ = make_kernel(**meta["kernel_"])
-    model.history_ = meta.get("history_", [])
-    for key in _SCALARS:
-        if key in meta:
-            setattr(model, key, meta[key])
-    if meta.get("feature_names_in_") is not None:
-        model.feature_names_in_ = np.asarray(meta["feature_names_in_"], dtype=object)
-    n_cat = meta.get("n_categorical", 0)
-    if n_cat:
-        keys = ["categorical_features_"] + [f"{k}_{g}" for g in range(n_cat) for k in
-                                            ("categories", "categorical_embeddings")]
-        missing = [k for k in keys if k not in arrays]
-        if missing:
-            raise ValueError(f"{path} is incomplete: missing arrays {missing}")
-        model.categorical_features_ = arrays["categorical_features_"]
-        model.categories_ = [arrays[f"categories_{g}"] for g in range(n_cat)]
-        model.categorical_embeddings_ = [arrays[f"categorical_embeddings_{g}"]
-                                         for g in range(n_cat)]
-        model.feature_blocks_ = [np.asarray(b, dtype=np.int64)
-                                 for b in model._categorical_encoding().blocks]
-    return model
+    if str(meta.get("class", "")).startswith("xRFM"):
+        return tree_model_from_state(arrays, meta, convert=convert, where=path)
+    return model_from_state(arrays, meta, convert=convert, where=path)
 
 
 def _converter(namespace: str | None, like: Any):
