@@ -107,8 +107,10 @@ def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str]):
 
 
 def _dtype(*arrays: Any) -> np.dtype:
-    dt = np.result_type(*(a.dtype for a in arrays if a is not None))
-    return dt if dt.kind == "f" else np.dtype(np.float64)
+    """The dtype the in-memory op computes in: the promoted floating dtype of the inputs
+    (integer and bool inputs adopt it, so float32 stays float32), float64 without one."""
+    floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
+    return np.result_type(*floats) if floats else np.dtype(np.float64)
 
 
 def kernel_mv_dask(kernel: Any, X: Any, Z: Any, coef: Any, M: Any, backend: str) -> Any:

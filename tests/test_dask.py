@@ -155,3 +155,19 @@ def test_agop_dask_on_a_local_cluster_with_spawned_workers(tmp_path):
     assert len(set(workers.values())) == 2
     _close(A, agop.agop(k, X, Z, coef, Ms["full"], centering="pooled"))
     _close(F, agop.kernel_mv(k, X, Z, coef))
+
+
+@pytest.mark.parametrize("op", ["agop", "kernel_mv", "predictor_grads"])
+def test_dask_dtype_follows_the_in_memory_op(op):
+    """Integer inputs adopt the floating dtype of the others (float32 stays float32), and
+    the lazy array's dtype is the dtype its computation returns."""
+    rng = np.random.default_rng(6)
+    Xi = rng.integers(0, 3, size=(20, 3))
+    Z32 = rng.normal(size=(15, 3)).astype(np.float32)
+    c32 = rng.normal(size=(15, 2)).astype(np.float32)
+    f, k = getattr(agop, op), agop.Laplace(2.0)
+    for X, Z, coef in ((Xi, Z32, c32), (Xi, Xi[:15], rng.integers(0, 3, size=(15, 2)))):
+        ref = f(k, X, Z, coef)
+        lazy = f(k, da.from_array(X, chunks=(6, 3)), Z, coef)
+        assert lazy.dtype == ref.dtype
+        _close(lazy.compute(scheduler="synchronous"), ref, tol=1e-6)
