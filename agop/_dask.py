@@ -74,6 +74,9 @@ def _as_dask_2d(da: Any, a: Any, name: str, *, ndim: tuple[int, ...] = (2,)) -> 
             f"{name} has unknown chunk sizes (shape {arr.shape}); call "
             f"{name}.compute_chunk_sizes() first"
         )
+    if any(s == 0 for s in arr.shape):
+        raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); at least one row and "
+                         "one column are required")
     if arr.ndim == 2 and len(arr.chunks[1]) > 1:
         arr = arr.rechunk({1: -1})  # columns in one chunk: a task sees whole rows
     return arr
@@ -93,6 +96,10 @@ def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str]):
     if Zd.shape[1] != Xd.shape[1]:
         raise ValueError(f"{names[0]} has {Xd.shape[1]} features but {names[1]} has "
                          f"{Zd.shape[1]}; they must have the same number of columns")
+    if M is not None:  # in memory: check it now, as the in-memory op does, not in a task
+        from ._lib._validation import validate_M
+
+        validate_M(M, Xd.shape[1], np, _dtype(Xd, Zd))
     if coef is None:
         return da, Xd, Zd, None, False
     cd = _as_dask_2d(da, coef, "coef", ndim=(1, 2))

@@ -171,3 +171,23 @@ def test_dask_dtype_follows_the_in_memory_op(op):
         lazy = f(k, da.from_array(X, chunks=(6, 3)), Z, coef)
         assert lazy.dtype == ref.dtype
         _close(lazy.compute(scheduler="synchronous"), ref, tol=1e-6)
+
+
+def test_dask_shapes_and_M_are_checked_when_the_graph_is_built():
+    """What is known without computing (empty arrays, a bad M) raises at the call, with
+    the in-memory op's message, not later inside a task."""
+    X, Z, coef, _ = _data()
+    k = agop.Laplace(1.0)
+    Xd = da.from_array(X, chunks=(8, 4))
+    empty = da.from_array(np.zeros((0, 4)), chunks=(5, 4))
+    for op in (agop.agop, agop.kernel_mv, agop.predictor_grads):
+        with pytest.raises(ValueError, match=r"X is empty \(shape \(0, 4\)\)"):
+            op(k, empty, Z, coef)
+        with pytest.raises(ValueError, match=r"is empty \(shape \(0, 4\)\)"):
+            op(k, Xd, empty, coef[:0])
+        with pytest.raises(ValueError, match="M must be a 4 x 4 matrix"):
+            op(k, Xd, Z, coef, np.eye(5))
+        with pytest.raises(ValueError, match="positive semi-definite"):
+            op(k, Xd, Z, coef, -np.eye(4))
+        with pytest.raises(ValueError, match="non-negative"):
+            op(k, Xd, Z, coef, -np.ones(4))
