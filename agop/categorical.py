@@ -41,6 +41,8 @@ __all__ = ["HANDLE_UNKNOWN", "CategoricalEncoding", "fit_encoding", "resolve_fea
 #: what ``transform`` does with a category not seen in ``fit``: raise, or embed as zeros
 HANDLE_UNKNOWN = ("error", "ignore")
 
+_INT64 = np.iinfo(np.int64)
+
 
 def resolve_features(spec: Any, d: int) -> tuple[int, ...]:
     """The sorted column indices named by ``categorical_features`` for ``d`` columns.
@@ -79,6 +81,8 @@ def _column_values(values: np.ndarray, col: int) -> tuple[str, np.ndarray]:
     values = np.asarray(values).reshape(-1)
     kind = values.dtype.kind
     if kind in "biu":
+        if kind == "u" and values.size and int(values.max()) > _INT64.max:
+            _out_of_range(col, int(values.max()))
         return "int", values.astype(np.int64)
     if kind in "US":
         return "str", values.astype(str)
@@ -90,6 +94,9 @@ def _column_values(values: np.ndarray, col: int) -> tuple[str, np.ndarray]:
             raise ValueError(f"categorical column {col} holds non-integer numbers "
                              f"(e.g. {values[values != np.round(values)][0]!r}); categories "
                              "must be integer codes or strings")
+        big = np.abs(values) >= 2.0**63
+        if np.any(big):
+            _out_of_range(col, values[big][0])
         return "int", values.astype(np.int64)
     if kind != "O":
         raise TypeError(f"categorical column {col} has unsupported dtype {values.dtype}")
@@ -106,7 +113,17 @@ def _column_values(values: np.ndarray, col: int) -> tuple[str, np.ndarray]:
                                                    and float(v).is_integer()) for v in values):
         raise TypeError(f"categorical column {col} holds values that are neither strings "
                         "nor integer codes")
-    return "int", np.asarray([int(v) for v in values], dtype=np.int64)
+    codes = [int(v) for v in values]
+    for v in codes:
+        if not _INT64.min <= v <= _INT64.max:
+            _out_of_range(col, v)
+    return "int", np.asarray(codes, dtype=np.int64)
+
+
+def _out_of_range(col: int, value: Any) -> None:
+    raise ValueError(f"categorical column {col} holds the code {value!r}, outside the int64 "
+                     "range of category codes; recode the categories as smaller integers or "
+                     "as strings")
 
 
 def _check_vectors(spec: Any, col: int) -> tuple[str, np.ndarray, np.ndarray]:

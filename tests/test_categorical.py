@@ -385,3 +385,21 @@ def test_pandas_mixed_columns():
     np.testing.assert_allclose(m.predict(df), agop.RFMRegressor(
         iters=1, categorical_features=[2, 4]).fit(X, y).predict(X), rtol=1e-12)
     assert list(m.feature_names_in_) == ["a", "b", "code", "c", "label"]
+
+
+def test_integer_codes_out_of_int64_range_raise():
+    """Codes are stored as int64: a larger code raises instead of wrapping around (1e20
+    would silently become -2**63, and two different codes could share a category)."""
+    x = np.random.default_rng(11).normal(size=4)
+    for X in (np.column_stack([x, [0.0, 1e20, 1.0, 1e20]]),  # float codes
+              np.array([[0, 2**63 + 5], [1, 1]], dtype=np.uint64)):
+        with pytest.raises(ValueError, match="int64"):
+            fit_encoding(X, [1])
+    with pytest.raises(ValueError, match="int64"):
+        fit_encoding(np.array([[0.5, 2**70], [0.1, 1]], dtype=object), [1])
+    with pytest.raises(ValueError, match="int64"):
+        fit_encoding(np.zeros((2, 2)), [1], {1: {2**64: [1.0], 0: [0.0]}})
+    # the largest codes that fit are kept exactly
+    top = np.iinfo(np.int64).max
+    enc = fit_encoding(np.array([[0.5, top], [0.1, -top - 1]], dtype=object), [1])
+    assert enc.categories[0].tolist() == [-top - 1, top]
