@@ -282,6 +282,9 @@ def _raw_columns(X: Any, name: str):
 
         return X.shape[0], X.shape[1], None, pick, lambda j: to_numpy(X[:, j])
     A = np.asarray(X)
+    if A.dtype.kind in "US" and not isinstance(X, np.ndarray):
+        # a list of mixed rows: NumPy makes every entry a string; keep each value's type
+        A = np.asarray(X, dtype=object)
     if A.ndim != 2:
         raise ValueError(
             f"Expected 2D array, got {A.ndim}D array instead for {name} (shape {A.shape})"

@@ -403,3 +403,19 @@ def test_integer_codes_out_of_int64_range_raise():
     top = np.iinfo(np.int64).max
     enc = fit_encoding(np.array([[0.5, top], [0.1, -top - 1]], dtype=object), [1])
     assert enc.categories[0].tolist() == [-top - 1, top]
+
+
+def test_list_of_rows_with_strings():
+    """A list of mixed rows (NumPy alone would turn every number into a string) fits and
+    predicts like the object array of the same rows; a string number stays an error."""
+    rng = np.random.default_rng(12)
+    X, y = _task(40, rng)
+    rows = [list(r) for r in X]
+    m = agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(rows, y)
+    ref = agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(X, y)
+    np.testing.assert_array_equal(m.predict(rows[:5]), ref.predict(X[:5]))
+    np.testing.assert_array_equal(m.M_, ref.M_)
+    bad = [list(r) for r in X]
+    bad[0][0] = "0.5"
+    with pytest.raises(TypeError, match="strings"):
+        agop.RFMRegressor(iters=0, categorical_features=[2, 4]).fit(bad, y)
