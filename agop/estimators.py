@@ -10,6 +10,7 @@ their library and on their device: fitted arrays and predictions come back in it
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import numbers
 import warnings
@@ -354,6 +355,12 @@ class _RFMBase(_Base):
         enc = self._categorical_encoding()
         if enc is None:
             return _check_features(X, name)
+        if self.handle_unknown != enc.handle_unknown:  # set_params after fit, as sklearn
+            if self.handle_unknown not in HANDLE_UNKNOWN:
+                raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got "
+                                 f"{self.handle_unknown!r}")
+            enc = dataclasses.replace(enc, handle_unknown=self.handle_unknown)
+            self._encoding = enc
         return enc.transform(X, name)
 
     def _categorical_encoding(self) -> CategoricalEncoding | None:

@@ -419,3 +419,29 @@ def test_list_of_rows_with_strings():
     bad[0][0] = "0.5"
     with pytest.raises(TypeError, match="strings"):
         agop.RFMRegressor(iters=0, categorical_features=[2, 4]).fit(bad, y)
+
+
+def test_handle_unknown_is_read_at_predict_time():
+    """As for scikit-learn's OneHotEncoder: set_params(handle_unknown=...) on a fitted
+    model takes effect, the same way for the model and for its pickled copy."""
+    import pickle
+
+    rng = np.random.default_rng(13)
+    X, y = _task(50, rng)
+    Xu = X[:4].copy()
+    Xu[0, 4] = "unseen"
+    m = agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(X, y)
+    ign = agop.RFMRegressor(iters=1, categorical_features=[2, 4], handle_unknown="ignore")
+    ref = ign.fit(X, y).predict(Xu)
+    with pytest.raises(ValueError, match="not seen in fit"):
+        m.predict(Xu)
+    m.set_params(handle_unknown="ignore")
+    np.testing.assert_array_equal(m.predict(Xu), ref)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(m)).predict(Xu), ref)
+    m.set_params(handle_unknown="error")
+    for model in (m, pickle.loads(pickle.dumps(m))):
+        with pytest.raises(ValueError, match="not seen in fit"):
+            model.predict(Xu)
+    m.set_params(handle_unknown="zero")
+    with pytest.raises(ValueError, match="handle_unknown must be one of"):
+        m.predict(Xu)
