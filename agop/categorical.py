@@ -135,9 +135,11 @@ def _check_vectors(spec: Any, col: int) -> tuple[str, np.ndarray, np.ndarray]:
             raise ValueError(f"categorical_vectors[{col}] is an empty mapping")
         keys = np.asarray(list(spec.keys()), dtype=object)
         kind, cats = _column_values(keys, col)
-        E = [np.asarray(spec[k], dtype=np.float64).reshape(-1) for k in spec]
+        E = [_vector(spec[k], col, k) for k in spec]
         if len({e.shape for e in E}) != 1:
             raise ValueError(f"the vectors of categorical_vectors[{col}] differ in length")
+        if E[0].size == 0:
+            raise ValueError(f"the vectors of categorical_vectors[{col}] are empty")
         order = np.argsort(cats, kind="stable")
         cats, E = cats[order], np.stack(E)[order]
         if np.unique(cats).size != cats.size:
@@ -155,6 +157,18 @@ def _check_vectors(spec: Any, col: int) -> tuple[str, np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(E)):
         raise ValueError(f"categorical_vectors[{col}] has NaN or infinite entries")
     return kind, cats, E
+
+
+def _vector(value: Any, col: int, key: Any) -> np.ndarray:
+    """One embedding vector of a ``{category: vector}`` mapping, as float64 (no strings)."""
+    try:
+        v = np.asarray(value)
+    except Exception:  # noqa: BLE001 - say what is accepted
+        v = np.asarray(None)
+    if v.dtype.kind not in "biuf":
+        raise TypeError(f"categorical_vectors[{col}][{key!r}] must be a vector of real "
+                        f"numbers, got {value!r}")
+    return v.astype(np.float64).reshape(-1)
 
 
 @dataclass(frozen=True, eq=False)

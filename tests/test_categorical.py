@@ -445,3 +445,17 @@ def test_handle_unknown_is_read_at_predict_time():
     m.set_params(handle_unknown="zero")
     with pytest.raises(ValueError, match="handle_unknown must be one of"):
         m.predict(Xu)
+
+
+def test_categorical_vectors_mapping_values_are_checked():
+    X = np.column_stack([np.linspace(0, 1, 6), [0, 1, 2, 0, 1, 2]])
+    for bad in ({0: "a", 1: "b", 2: "c"}, {0: ["1"], 1: ["0"], 2: ["1"]},
+                {0: [1j], 1: [0], 2: [1]}, {0: {"x": 1}, 1: [0], 2: [1]}):
+        with pytest.raises(TypeError, match=r"categorical_vectors\[1\]\[0\] must be a vector "
+                                            "of real numbers"):
+            fit_encoding(X, [1], {1: bad})
+    with pytest.raises(ValueError, match=r"categorical_vectors\[1\] are empty"):
+        agop.RFMRegressor(iters=0, categorical_features=[1],
+                          categorical_vectors={1: {0: [], 1: [], 2: []}}).fit(X, X[:, 0])
+    enc = fit_encoding(X, [1], {1: {0: 1, 1: [2.0], 2: np.array([3])}})
+    np.testing.assert_array_equal(enc.embeddings[0], [[1.0], [2.0], [3.0]])
