@@ -103,12 +103,12 @@ def _column_values(values: np.ndarray, col: int) -> tuple[str, np.ndarray]:
     strings = [isinstance(v, str | np.str_) for v in values]
     if all(strings):
         return "str", values.astype(str)
+    if any(_is_missing(v) for v in values):
+        raise ValueError(f"categorical column {col} has missing values (None or NaN); "
+                         "encode a missing value as a category of its own")
     if any(strings):
         raise TypeError(f"categorical column {col} mixes strings and other values; use one "
                         "kind of category per column")
-    if any(v is None or (isinstance(v, float) and not np.isfinite(v)) for v in values):
-        raise ValueError(f"categorical column {col} has missing values (None or NaN); "
-                         "encode a missing value as a category of its own")
     if not all(isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real)
                                                    and float(v).is_integer()) for v in values):
         raise TypeError(f"categorical column {col} holds values that are neither strings "
@@ -118,6 +118,14 @@ def _column_values(values: np.ndarray, col: int) -> tuple[str, np.ndarray]:
         if not _INT64.min <= v <= _INT64.max:
             _out_of_range(col, v)
     return "int", np.asarray(codes, dtype=np.int64)
+
+
+def _is_missing(v: Any) -> bool:
+    """None, a NaN or infinite float, or pandas' NA / NaT."""
+    if v is None or (isinstance(v, float | np.floating) and not np.isfinite(v)):
+        return True
+    return type(v).__module__.startswith("pandas") and type(v).__name__ in ("NAType",
+                                                                             "NaTType")
 
 
 def _out_of_range(col: int, value: Any) -> None:

@@ -459,3 +459,19 @@ def test_categorical_vectors_mapping_values_are_checked():
                           categorical_vectors={1: {0: [], 1: [], 2: []}}).fit(X, X[:, 0])
     enc = fit_encoding(X, [1], {1: {0: 1, 1: [2.0], 2: np.array([3])}})
     np.testing.assert_array_equal(enc.embeddings[0], [[1.0], [2.0], [3.0]])
+
+
+def test_missing_values_in_a_string_column_are_named_missing():
+    pd = pytest.importorskip("pandas")
+    labels = np.array(["a", "b", "a", "c"], dtype=object)
+    for missing in (None, np.nan, pd.NA):
+        col = labels.copy()
+        col[1] = missing
+        X = np.empty((4, 2), dtype=object)
+        X[:, 0], X[:, 1] = np.arange(4.0), col
+        with pytest.raises(ValueError, match="missing values"):
+            fit_encoding(X, [1])
+    df = pd.DataFrame({"x": np.arange(4.0), "s": pd.array(["a", None, "a", "c"],
+                                                          dtype="string")})
+    with pytest.raises(ValueError, match="missing values"):
+        agop.RFMRegressor(iters=0, categorical_features=[1]).fit(df, np.arange(4.0))
