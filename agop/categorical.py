@@ -265,8 +265,12 @@ class CategoricalEncoding:
             xp, Xn, _ = _check_features(pick(num), name)
         else:
             xp, Xn = namespace_of(X) if is_array(X) else np, None
-        dtype = Xn.dtype if Xn is not None else (
-            xp.float64 if _has_float64(xp, X) else xp.float32)
+        if Xn is not None:
+            dtype = Xn.dtype
+        elif is_array(X) and X.dtype in (xp.float32, xp.float64):
+            dtype = X.dtype  # float32 codes keep float32, as numerical columns do
+        else:
+            dtype = xp.float64 if _has_float64(xp, X) else xp.float32
         device = array_device(Xn) if Xn is not None else (
             array_device(X) if is_array(X) else None)
         parts = [] if Xn is None else [Xn]

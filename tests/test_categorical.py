@@ -475,3 +475,21 @@ def test_missing_values_in_a_string_column_are_named_missing():
                                                           dtype="string")})
     with pytest.raises(ValueError, match="missing values"):
         agop.RFMRegressor(iters=0, categorical_features=[1]).fit(df, np.arange(4.0))
+
+
+def test_float32_codes_keep_float32_without_numerical_columns():
+    """float32 input stays float32 whether or not it has numerical columns."""
+    rng = np.random.default_rng(14)
+    codes = rng.integers(0, 3, size=(40, 2))
+    y = codes[:, 0] - 0.5 * codes[:, 1]
+    arrays = [codes.astype(np.float32)]
+    torch = pytest.importorskip("torch")
+    arrays.append(torch.asarray(codes.astype(np.float32)))
+    for X in arrays:
+        yy = y.astype(np.float32) if isinstance(X, np.ndarray) else torch.asarray(
+            y, dtype=torch.float32)
+        m = agop.RFMRegressor(iters=1, categorical_features=[0, 1]).fit(X, yy)
+        P = m.predict(X)
+        assert m.M_.dtype == X.dtype and m.X_fit_.dtype == X.dtype and P.dtype == X.dtype
+    m64 = agop.RFMRegressor(iters=1, categorical_features=[0, 1]).fit(codes, y)
+    assert m64.M_.dtype == np.float64  # integer codes: the default float
