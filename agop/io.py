@@ -26,6 +26,10 @@ __all__ = ["FORMAT", "FORMAT_VERSION", "load", "save"]
 
 FORMAT = "agop-model"
 FORMAT_VERSION = 2  # 2: categorical features (files without them are still written as 1)
+#: the hyperparameters format 2 added, with their defaults: a file whose values are all
+#: defaults leaves them out and is written as format 1, which format-1 readers accept
+_CATEGORICAL_PARAMS = {"categorical_features": None, "categorical_vectors": None,
+                       "handle_unknown": "error"}
 _META = "__agop_meta__"
 _ARRAYS = ("M_", "coef_", "X_fit_", "classes_")
 _SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d")
@@ -68,6 +72,8 @@ def _from_json(value: Any) -> Any:
 def _params_to_json(params: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """The hyperparameters as JSON; the arrays of ``categorical_vectors`` go to ``arrays``."""
     params = dict(params)
+    if not any(k in params for k in _CATEGORICAL_PARAMS):  # a format-1 file
+        return _jsonable(params, "params")
     features = params.pop("categorical_features", None)
     vectors = params.pop("categorical_vectors", None)
     out = _jsonable(params, "params")
@@ -134,6 +140,12 @@ def save(model: Any, path: str | os.PathLike) -> str:
         raise ValueError(f"this {name} is not fitted yet; call fit first")
     arrays: dict[str, np.ndarray] = {}
     n_cat = len(getattr(model, "categories_", []))
+    params = model.get_params(deep=False)
+    version = FORMAT_VERSION
+    if not n_cat and all(params.get(k) is None if v is None else params.get(k) == v
+                         for k, v in _CATEGORICAL_PARAMS.items()):
+        version = 1
+        params = {k: v for k, v in params.items() if k not in _CATEGORICAL_PARAMS}
     if n_cat:
         arrays["categorical_features_"] = np.asarray(model.categorical_features_, dtype=np.int64)
         for g in range(n_cat):
@@ -149,10 +161,10 @@ def save(model: Any, path: str | os.PathLike) -> str:
             arrays[key] = a
     meta = {
         "format": FORMAT,
-        "format_version": FORMAT_VERSION if n_cat else 1,
+        "format_version": version,
         "class": name,
         "namespace": namespace_name(namespace_of(model.M_)),
-        "params": _params_to_json(model.get_params(deep=False), arrays),
+        "params": _params_to_json(params, arrays),
         "n_categorical": n_cat,
         "kernel_": model.kernel_.to_dict(),
         "history_": _jsonable(model.history_, "history_"),
