@@ -77,8 +77,8 @@ def _params_to_json(params: dict[str, Any], arrays: dict[str, np.ndarray]) -> di
     features = params.pop("categorical_features", None)
     vectors = params.pop("categorical_vectors", None)
     out = _jsonable(params, "params")
-    if isinstance(features, np.ndarray):
-        out["categorical_features"] = {"__ndarray__": features.tolist()}
+    if is_array(features):  # NumPy, torch, ...: saved as its values
+        out["categorical_features"] = {"__ndarray__": _to_numpy(features).tolist()}
     else:
         out["categorical_features"] = _jsonable(features, "categorical_features")
     if vectors is None:

@@ -174,3 +174,18 @@ def test_format_1_files_hold_only_format_1_hyperparameters(tmp_path, data):
     assert _meta(path)["format_version"] == 2
     r = agop.load(path)
     assert r.categorical_features == [] and r.handle_unknown == "ignore"
+
+
+def test_categorical_features_given_as_a_tensor_are_saved(tmp_path):
+    """Column indices in a torch tensor are saved as their values (not dropped to None, which
+    made the reloaded hyperparameters fit a different model)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    X = np.empty((40, 2), dtype=object)
+    X[:, 0], X[:, 1] = rng.normal(size=40), np.array(["u", "v"])[rng.integers(0, 2, 40)]
+    y = X[:, 0].astype(float) + (X[:, 1] == "u")
+    m = agop.RFMRegressor(iters=1, categorical_features=torch.tensor([1])).fit(X, y)
+    r = agop.load(agop.save(m, tmp_path / "t"))
+    np.testing.assert_array_equal(np.asarray(r.categorical_features), [1])
+    again = agop.RFMRegressor(**r.get_params()).fit(X, y)
+    np.testing.assert_array_equal(again.predict(X), m.predict(X))
