@@ -289,8 +289,11 @@ def _raw_columns(X: Any, name: str):
     """``(n, d, feature_names, pick, host)`` for raw input with mixed columns:
     ``pick(idx)`` selects numerical columns (keeping the library), ``host(j)`` gives
     column ``j`` as a NumPy array."""
+    from .estimators import _reject_dask
+
     if X is None:
         raise ValueError(f"{name} is None; expected an array of shape (n_samples, n_features)")
+    _reject_dask(X, name)
     if hasattr(X, "iloc") and hasattr(X, "columns"):
         cols = list(X.columns)
         names = cols if cols and all(isinstance(c, str) for c in cols) else None

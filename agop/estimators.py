@@ -103,6 +103,7 @@ def _check_features(X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None
     names = None
     if X is None:
         raise ValueError(f"{name} is None; expected an array of shape (n_samples, n_features)")
+    _reject_dask(X, name)
     if is_array(X) and not isinstance(X, np.ndarray):
         xp = namespace_of(X)
         kind = str(X.dtype)
@@ -152,6 +153,17 @@ def _check_features(X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None
     if not bool(xp.all(xp.isfinite(X))):
         raise ValueError(f"Input {name} contains NaN or infinity; agop needs finite values")
     return xp, X, names
+
+
+def _reject_dask(X: Any, name: str) -> None:
+    from ._dask import is_dask_array
+
+    if is_dask_array(X):
+        raise TypeError(
+            f"{name} is a dask array; the estimators fit and predict in memory: call "
+            f"{name}.compute() first (agop.agop, agop.kernel_mv and agop.predictor_grads "
+            "take dask arrays)"
+        )
 
 
 def _has_float64(xp: Any, X: Any) -> bool:

@@ -191,3 +191,18 @@ def test_dask_shapes_and_M_are_checked_when_the_graph_is_built():
             op(k, Xd, Z, coef, -np.eye(4))
         with pytest.raises(ValueError, match="non-negative"):
             op(k, Xd, Z, coef, -np.ones(4))
+
+
+def test_estimators_say_plainly_that_they_take_no_dask_arrays():
+    X, _, _, _ = _data()
+    y = X[:, 0]
+    Xd = da.from_array(X, chunks=(8, 4))
+    m = agop.RFMRegressor(iters=0).fit(X, y)
+    codes = np.column_stack([X[:, 0], np.arange(X.shape[0]) % 3])
+    for call in (lambda: agop.RFMRegressor(iters=0).fit(Xd, y),
+                 lambda: m.predict(Xd),
+                 lambda: agop.RFMClassifier(iters=0).fit(X, y > 0, X_val=Xd, y_val=y > 0),
+                 lambda: agop.RFMRegressor(iters=0, categorical_features=[1]).fit(
+                     da.from_array(codes, chunks=(8, 2)), y)):
+        with pytest.raises(TypeError, match=r"X(_val)? is a dask array; .*\.compute\(\)"):
+            call()
