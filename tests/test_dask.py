@@ -13,7 +13,9 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
 KERNELS = [agop.Laplace(2.0), agop.Gaussian(1.5), agop.ProductLaplace(2.0),
-           agop.LpqLaplace(2.0, norm_p=1.5, exponent=1.0)]
+           agop.LpqLaplace(2.0, norm_p=1.5, exponent=1.0),
+           agop.kernels.make_kernel("generalized_exponential", bandwidth=2.0, exponent=1.5),
+           agop.kernels.make_kernel("quadratic")]
 
 
 def _data(n=37, d=4, c=2, seed=0):
