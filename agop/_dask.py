@@ -82,9 +82,12 @@ def _as_dask_2d(da: Any, a: Any, name: str, *, ndim: tuple[int, ...] = (2,)) -> 
     return arr
 
 
-def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str]):
+def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str], backend: str):
     import dask.array as da
 
+    from ._backends import check_backend
+
+    check_backend(backend)
     if M is not None and is_dask_array(M):
         raise TypeError("M must be None or an in-memory NumPy array (d, d) or (d,); a dask "
                         "array is not accepted (call M.compute())")
@@ -124,7 +127,7 @@ def kernel_mv_dask(kernel: Any, X: Any, Z: Any, coef: Any, M: Any, backend: str)
     """``K_M(X, Z) @ coef`` as a lazy dask array ``(n, c)`` (``(n,)`` for 1-D ``coef``)."""
     from ._ops import kernel_mv
 
-    da, Xd, Zd, cd, coef_1d = _inputs(X, Z, coef, M, ("X", "Z"))
+    da, Xd, Zd, cd, coef_1d = _inputs(X, Z, coef, M, ("X", "Z"), backend)
 
     def pair(x, z, a):
         return kernel_mv(kernel, x, z, a, M, backend=backend)[:, None, :]
@@ -140,7 +143,7 @@ def predictor_grads_dask(kernel: Any, X: Any, centers: Any, coef: Any, M: Any,
     """Gradients ``(m, c, d)`` (``(m, d)`` for 1-D ``coef``) as a lazy dask array."""
     from ._ops import predictor_grads
 
-    da, Xd, Zd, cd, coef_1d = _inputs(X, centers, coef, M, ("X", "centers"))
+    da, Xd, Zd, cd, coef_1d = _inputs(X, centers, coef, M, ("X", "centers"), backend)
 
     def grads(x, z, a):
         return predictor_grads(kernel, x, z, a, M, backend=backend)
@@ -158,7 +161,7 @@ def agop_dask(kernel: Any, X: Any, centers: Any, coef: Any, M: Any, centering: s
 
     from ._ops import agop, predictor_grads
 
-    da, Xd, Zd, cd, _ = _inputs(X, centers, coef, M, ("X", "centers"))
+    da, Xd, Zd, cd, _ = _inputs(X, centers, coef, M, ("X", "centers"), backend)
     d, c = Xd.shape[1], cd.shape[1]
     dtype = _dtype(Xd, Zd, cd)
 

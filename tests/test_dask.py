@@ -208,3 +208,15 @@ def test_estimators_say_plainly_that_they_take_no_dask_arrays():
                      da.from_array(codes, chunks=(8, 2)), y)):
         with pytest.raises(TypeError, match=r"X(_val)? is a dask array; .*\.compute\(\)"):
             call()
+
+
+def test_dask_backend_name_is_checked_when_the_graph_is_built():
+    X, Z, coef, _ = _data()
+    Xd = da.from_array(X, chunks=(8, 4))
+    for op in (agop.agop, agop.kernel_mv, agop.predictor_grads):
+        with pytest.raises(ValueError, match="unknown backend 'nope'"):
+            op(agop.Laplace(1.0), Xd, Z, coef, backend="nope")
+        with pytest.raises(TypeError, match="backend must be a string"):
+            op(agop.Laplace(1.0), Xd, Z, coef, backend=1)
+        got = op(agop.Laplace(1.0), Xd, Z, coef, backend="generic").compute()
+        _close(got, op(agop.Laplace(1.0), X, Z, coef, backend="generic"))
