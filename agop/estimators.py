@@ -121,8 +121,8 @@ def _check_features(X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None
         X = np.asarray(X)
         if X.dtype.kind in "USV" or (X.dtype.kind == "O" and _has_strings(X)):
             raise TypeError(
-                f"{name} contains strings; agop needs numeric features (encode categorical "
-                "columns first, e.g. one-hot)"
+                f"{name} contains strings in a numerical column; name the columns that hold "
+                "categories in categorical_features= (or encode them as numbers first)"
             )
         if X.dtype.kind == "c":
             raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")

@@ -273,7 +273,8 @@ def test_input_validation():
         Xb = X.copy()
         Xb[0, 0] = "oops"
         agop.RFMRegressor(iters=0, categorical_features=[2, 4]).fit(Xb, y)
-    with pytest.raises(TypeError, match="strings"):  # strings without categorical_features
+    # strings without categorical_features: the error points to it
+    with pytest.raises(TypeError, match="categories in categorical_features="):
         agop.RFMRegressor(iters=0).fit(X, y)
     Xn = X.copy()
     Xn[0, 2] = np.nan
