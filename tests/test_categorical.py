@@ -494,3 +494,27 @@ def test_float32_codes_keep_float32_without_numerical_columns():
         assert m.M_.dtype == X.dtype and m.X_fit_.dtype == X.dtype and P.dtype == X.dtype
     m64 = agop.RFMRegressor(iters=1, categorical_features=[0, 1]).fit(codes, y)
     assert m64.M_.dtype == np.float64  # integer codes: the default float
+
+
+@pytest.mark.parametrize("centering", [None, "pooled"])
+def test_block_agop_equals_xrfm_get_agop_categorical(centering):
+    """The block-diagonal AGOP (normalize=None: the sum over points) against xRFM 0.4.5's
+    get_agop_categorical on one-hot blocks, with its pooled gradient centering."""
+    torch = pytest.importorskip("torch")
+    kernels = pytest.importorskip("xrfm.rfm_src.kernels")
+    rng = np.random.default_rng(15)
+    X = _mixed(30, rng)
+    enc = fit_encoding(X, [2, 4])
+    _, Xe, _ = enc.transform(X)
+    b = enc.blocks
+    M = _block_M(rng, [len(blk) for blk in b])
+    coef = rng.normal(size=(30, 2))
+    theirs = kernels.LaplaceKernel(bandwidth=1.5, exponent=1.0)
+    theirs.set_categorical_indices(torch.tensor(b[0]), [torch.tensor(b[1]), torch.tensor(b[2])],
+                                   [torch.eye(4, dtype=torch.float64),
+                                    torch.eye(3, dtype=torch.float64)], device="cpu")
+    ref = theirs.get_agop(torch.asarray(Xe), torch.asarray(Xe), torch.asarray(coef.T),
+                          torch.asarray(psd_sqrt(M)), center_grads=centering is not None)
+    machine = KernelMachine.build(agop.Laplace(1.5), Xe, coef, M)
+    A = AGOPUpdate(normalize=None, centering=centering, blocks=b)(machine, Xe, None)
+    np.testing.assert_allclose(A, ref.numpy(), rtol=1e-7, atol=1e-9 * float(np.abs(A).max()))
