@@ -348,7 +348,7 @@ def fit_encoding(X: Any, categorical_features: Any, categorical_vectors: Any = N
     if not isinstance(vectors, Mapping):
         raise TypeError("categorical_vectors must be None or a dict {column index: "
                         f"embedding}}, got {type(vectors).__name__}")
-    resolved = {}
+    resolved, keys = {}, {}
     for key, spec in vectors.items():
         if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not -d <= key < d:
             raise ValueError(f"categorical_vectors has key {key!r}; keys must be column "
@@ -356,7 +356,11 @@ def fit_encoding(X: Any, categorical_features: Any, categorical_vectors: Any = N
         if int(key) % d not in cat:
             raise ValueError(f"categorical_vectors has column {key} which is not in "
                              f"categorical_features {list(cat)}")
-        resolved[int(key) % d] = spec
+        col = int(key) % d
+        if col in resolved:
+            raise ValueError(f"categorical_vectors names column {col} twice (keys "
+                             f"{keys[col]!r} and {key!r})")
+        resolved[col], keys[col] = spec, key
     kinds, categories, embeddings = [], [], []
     for col in cat:
         kind, vals = _column_values(host(col), col)

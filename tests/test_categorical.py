@@ -518,3 +518,10 @@ def test_block_agop_equals_xrfm_get_agop_categorical(centering):
     machine = KernelMachine.build(agop.Laplace(1.5), Xe, coef, M)
     A = AGOPUpdate(normalize=None, centering=centering, blocks=b)(machine, Xe, None)
     np.testing.assert_allclose(A, ref.numpy(), rtol=1e-7, atol=1e-9 * float(np.abs(A).max()))
+
+
+def test_categorical_vectors_naming_a_column_twice_raise():
+    """-1 and d-1 are the same column: two embeddings for it must not overwrite silently."""
+    X = np.column_stack([np.linspace(0, 1, 6), [0, 1, 2, 0, 1, 2]])
+    with pytest.raises(ValueError, match="column 1 twice"):
+        fit_encoding(X, [1], {1: np.eye(3), -1: 2 * np.eye(3)})
