@@ -20,7 +20,10 @@ compute time.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,31 @@ def reject(op: str, *arrays: Any) -> None:
             f"agop.{op} does not take dask arrays (kernel_mv, predictor_grads and agop "
             "do); call .compute() on the inputs first"
         )
+
+
+_NUMBA_LOCK = threading.Lock()
+
+
+def _threadsafe() -> bool:
+    """Whether tasks may run the numba loops from several threads at once.  Not with
+    numba's workqueue threading layer (its fallback without TBB or OpenMP), which aborts
+    the process on concurrent parallel calls, nor before the layer is chosen."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return importlib.util.find_spec("numba") is None
+    try:
+        return numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel loop has run yet: the layer is not chosen
+        return False
+
+
+def _task(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a task: one at a time unless the threading layer is
+    thread-safe (the threaded scheduler is dask's default)."""
+    if _threadsafe():
+        return fn(*args, **kwargs)
+    with _NUMBA_LOCK:
+        return fn(*args, **kwargs)
 
 
 def _as_dask_2d(da: Any, a: Any, name: str, *, ndim: tuple[int, ...] = (2,)) -> Any:
@@ -130,7 +158,7 @@ def kernel_mv_dask(kernel: Any, X: Any, Z: Any, coef: Any, M: Any, backend: str)
     da, Xd, Zd, cd, coef_1d = _inputs(X, Z, coef, M, ("X", "Z"), backend)
 
     def pair(x, z, a):
-        return kernel_mv(kernel, x, z, a, M, backend=backend)[:, None, :]
+        return _task(kernel_mv, kernel, x, z, a, M, backend=backend)[:, None, :]
 
     parts = da.blockwise(pair, "ijc", Xd, "id", Zd, "jd", cd, "jc", concatenate=True,
                          adjust_chunks={"j": 1}, dtype=_dtype(Xd, Zd, cd))
@@ -146,7 +174,7 @@ def predictor_grads_dask(kernel: Any, X: Any, centers: Any, coef: Any, M: Any,
     da, Xd, Zd, cd, coef_1d = _inputs(X, centers, coef, M, ("X", "centers"), backend)
 
     def grads(x, z, a):
-        return predictor_grads(kernel, x, z, a, M, backend=backend)
+        return _task(predictor_grads, kernel, x, z, a, M, backend=backend)
 
     out = da.blockwise(grads, "icd", Xd, "id", Zd, "jd", cd, "jc", concatenate=True,
                        dtype=_dtype(Xd, Zd, cd))
@@ -170,10 +198,11 @@ def agop_dask(kernel: Any, X: Any, centers: Any, coef: Any, M: Any, centering: s
         b = x.shape[0]
         if b == 0:
             return None
-        S = agop(kernel, x, z, a, M, centering=centering, diag=diag, backend=backend) * float(b)
+        S = _task(agop, kernel, x, z, a, M, centering=centering, diag=diag,
+                  backend=backend) * float(b)
         if centering is None:
             return S, None, b, b
-        G = predictor_grads(kernel, x, z, a, M, backend=backend)  # (b, c, d)
+        G = _task(predictor_grads, kernel, x, z, a, M, backend=backend)  # (b, c, d)
         if centering == "per_output":
             return S, np.mean(G, axis=0), b, b
         return S, np.mean(G.reshape(b * c, d), axis=0), b * c, b

@@ -220,3 +220,35 @@ def test_dask_backend_name_is_checked_when_the_graph_is_built():
             op(agop.Laplace(1.0), Xd, Z, coef, backend=1)
         got = op(agop.Laplace(1.0), Xd, Z, coef, backend="generic").compute()
         _close(got, op(agop.Laplace(1.0), X, Z, coef, backend="generic"))
+
+
+def test_threaded_scheduler_survives_numba_workqueue_layer(tmp_path):
+    """numba's workqueue threading layer (what numba falls back to without TBB or OpenMP)
+    aborts the whole process when two threads run parallel loops at once; the default
+    (threaded) dask scheduler must not bring that about."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    script = tmp_path / "wq.py"
+    script.write_text(
+        "import numpy as np, dask.array as da, agop\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(600, 5)); Z = rng.normal(size=(80, 5))\n"
+        "c = rng.normal(size=(80, 2))\n"
+        "Xd = da.from_array(X, chunks=(50, 5))\n"
+        "k = agop.Laplace(2.0)\n"
+        "for op in (agop.agop, agop.kernel_mv, agop.predictor_grads):\n"
+        "    got = op(k, Xd, Z, c).compute(scheduler='threads', num_workers=4)\n"
+        "    assert np.allclose(got, op(k, X, Z, c), rtol=1e-12, atol=0)\n"
+        "import numba\n"
+        "print(numba.threading_layer())\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(agop.__file__)))
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "workqueue"
