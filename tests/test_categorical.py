@@ -256,7 +256,9 @@ def test_unseen_categories():
     ign.fit(X, y)
     # an unknown category is embedded as the zero vector
     _, Xe, _ = ign._categorical_encoding().transform(X[:5])
-    Xe[0, 3:7] = 0.0
+    code_block = ign.feature_blocks_[1]  # the 3 codes seen in fit: columns 3..5
+    assert code_block.tolist() == [3, 4, 5]
+    Xe[0, code_block] = 0.0
     f = KernelMachine.build(ign.kernel_, ign.X_fit_, ign.coef_[:, None], ign.M_)
     np.testing.assert_allclose(ign.predict(Xn), f.predict(Xe)[:, 0], rtol=1e-12)
     # codes embedded by categorical_vectors are all known, seen in fit or not
