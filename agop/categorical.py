@@ -228,14 +228,14 @@ class CategoricalEncoding:
             start += E.shape[1]
         return tuple(out)
 
-    def codes(self, g: int, values: Any) -> np.ndarray:
+    def codes(self, g: int, values: Any, name: str = "X") -> np.ndarray:
         """Row indices into ``embeddings[g]`` for raw values of categorical column ``g``
         (``-1`` for an unknown category when ``handle_unknown="ignore"``)."""
         col = self.categorical[g]
         kind, vals = _column_values(np.asarray(values), col)
         cats = self.categories[g]
         if kind != self.kinds[g]:
-            raise TypeError(f"categorical column {col} was coded as {self.kinds[g]} "
+            raise TypeError(f"categorical column {col} of {name} was coded as {self.kinds[g]} "
                             f"categories in fit but holds {kind} values now")
         pos = np.searchsorted(cats, vals)
         pos_c = np.minimum(pos, cats.size - 1)
@@ -244,8 +244,8 @@ class CategoricalEncoding:
             if self.handle_unknown == "error":
                 unseen = np.unique(vals[~known])[:5].tolist()
                 raise ValueError(
-                    f"categorical column {col} has categories not seen in fit: {unseen}; "
-                    "pass handle_unknown='ignore' to embed them as zeros"
+                    f"categorical column {col} of {name} has categories not seen in fit: "
+                    f"{unseen}; pass handle_unknown='ignore' to embed them as zeros"
                 )
             pos_c = np.where(known, pos_c, -1)
         return pos_c
@@ -275,7 +275,7 @@ class CategoricalEncoding:
             array_device(X) if is_array(X) else None)
         parts = [] if Xn is None else [Xn]
         for g, col in enumerate(self.categorical):
-            idx = self.codes(g, host(col))
+            idx = self.codes(g, host(col), name)
             E = self.embeddings[g]
             V = np.zeros((n, E.shape[1]), dtype=np.float64)
             ok = idx >= 0

@@ -527,3 +527,17 @@ def test_categorical_vectors_naming_a_column_twice_raise():
     X = np.column_stack([np.linspace(0, 1, 6), [0, 1, 2, 0, 1, 2]])
     with pytest.raises(ValueError, match="column 1 twice"):
         fit_encoding(X, [1], {1: np.eye(3), -1: 2 * np.eye(3)})
+
+
+def test_unseen_category_in_validation_data_names_x_val():
+    rng = np.random.default_rng(16)
+    X, y = _task(50, rng)
+    X[:, 2] = np.where(X[:, 2] == 3, 0, X[:, 2])
+    Xv = X[:5].copy()
+    Xv[0, 2] = 3
+    with pytest.raises(ValueError, match=r"column 2 of X_val has categories not seen in fit"):
+        agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(X, y, X_val=Xv,
+                                                                      y_val=y[:5])
+    clf = agop.RFMClassifier(iters=1, categorical_features=[2, 4], handle_unknown="ignore")
+    clf.fit(X, y > 0, X_val=Xv, y_val=y[:5] > 0)
+    assert clf.history_[0]["val_metric"] is not None
