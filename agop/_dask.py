@@ -20,7 +20,10 @@ compute time.
 
 from __future__ import annotations
 
+import importlib.util
 import math
+import sys
+import threading
 from typing import Any
 
 import numpy as np
@@ -45,6 +48,31 @@ def reject(op: str, *arrays: Any) -> None:
             f"agop.{op} does not take dask arrays (kernel_mv, predictor_grads and agop "
             "do); call .compute() on the inputs first"
         )
+
+
+_NUMBA_LOCK = threading.Lock()
+
+
+def _threadsafe() -> bool:
+    """Whether tasks may run the numba loops from several threads at once.  Not with
+    numba's workqueue threading layer (its fallback without TBB or OpenMP), which aborts
+    the process on concurrent parallel calls, nor before the layer is chosen."""
+    numba = sys.modules.get("numba")
+    if numba is None:
+        return importlib.util.find_spec("numba") is None
+    try:
+        return numba.threading_layer() != "workqueue"
+    except ValueError:  # no parallel loop has run yet: the layer is not chosen
+        return False
+
+
+def _task(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)`` in a task: one at a time unless the threading layer is
+    thread-safe (the threaded scheduler is dask's default)."""
+    if _threadsafe():
+        return fn(*args, **kwargs)
+    with _NUMBA_LOCK:
+        return fn(*args, **kwargs)
 
 
 def _as_dask_2d(da: Any, a: Any, name: str, *, ndim: tuple[int, ...] = (2,)) -> Any:
@@ -74,14 +102,20 @@ def _as_dask_2d(da: Any, a: Any, name: str, *, ndim: tuple[int, ...] = (2,)) -> 
             f"{name} has unknown chunk sizes (shape {arr.shape}); call "
             f"{name}.compute_chunk_sizes() first"
         )
+    if any(s == 0 for s in arr.shape):
+        raise ValueError(f"{name} is empty (shape {tuple(arr.shape)}); at least one row and "
+                         "one column are required")
     if arr.ndim == 2 and len(arr.chunks[1]) > 1:
         arr = arr.rechunk({1: -1})  # columns in one chunk: a task sees whole rows
     return arr
 
 
-def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str]):
+def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str], backend: str):
     import dask.array as da
 
+    from ._backends import check_backend
+
+    check_backend(backend)
     if M is not None and is_dask_array(M):
         raise TypeError("M must be None or an in-memory NumPy array (d, d) or (d,); a dask "
                         "array is not accepted (call M.compute())")
@@ -93,6 +127,10 @@ def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str]):
     if Zd.shape[1] != Xd.shape[1]:
         raise ValueError(f"{names[0]} has {Xd.shape[1]} features but {names[1]} has "
                          f"{Zd.shape[1]}; they must have the same number of columns")
+    if M is not None:  # in memory: check it now, as the in-memory op does, not in a task
+        from ._lib._validation import validate_M
+
+        validate_M(M, Xd.shape[1], np, _dtype(Xd, Zd))
     if coef is None:
         return da, Xd, Zd, None, False
     cd = _as_dask_2d(da, coef, "coef", ndim=(1, 2))
@@ -107,18 +145,20 @@ def _inputs(X: Any, Z: Any, coef: Any, M: Any, names: tuple[str, str]):
 
 
 def _dtype(*arrays: Any) -> np.dtype:
-    dt = np.result_type(*(a.dtype for a in arrays if a is not None))
-    return dt if dt.kind == "f" else np.dtype(np.float64)
+    """The dtype the in-memory op computes in: the promoted floating dtype of the inputs
+    (integer and bool inputs adopt it, so float32 stays float32), float64 without one."""
+    floats = [a.dtype for a in arrays if a is not None and a.dtype.kind == "f"]
+    return np.result_type(*floats) if floats else np.dtype(np.float64)
 
 
 def kernel_mv_dask(kernel: Any, X: Any, Z: Any, coef: Any, M: Any, backend: str) -> Any:
     """``K_M(X, Z) @ coef`` as a lazy dask array ``(n, c)`` (``(n,)`` for 1-D ``coef``)."""
     from ._ops import kernel_mv
 
-    da, Xd, Zd, cd, coef_1d = _inputs(X, Z, coef, M, ("X", "Z"))
+    da, Xd, Zd, cd, coef_1d = _inputs(X, Z, coef, M, ("X", "Z"), backend)
 
     def pair(x, z, a):
-        return kernel_mv(kernel, x, z, a, M, backend=backend)[:, None, :]
+        return _task(kernel_mv, kernel, x, z, a, M, backend=backend)[:, None, :]
 
     parts = da.blockwise(pair, "ijc", Xd, "id", Zd, "jd", cd, "jc", concatenate=True,
                          adjust_chunks={"j": 1}, dtype=_dtype(Xd, Zd, cd))
@@ -131,10 +171,10 @@ def predictor_grads_dask(kernel: Any, X: Any, centers: Any, coef: Any, M: Any,
     """Gradients ``(m, c, d)`` (``(m, d)`` for 1-D ``coef``) as a lazy dask array."""
     from ._ops import predictor_grads
 
-    da, Xd, Zd, cd, coef_1d = _inputs(X, centers, coef, M, ("X", "centers"))
+    da, Xd, Zd, cd, coef_1d = _inputs(X, centers, coef, M, ("X", "centers"), backend)
 
     def grads(x, z, a):
-        return predictor_grads(kernel, x, z, a, M, backend=backend)
+        return _task(predictor_grads, kernel, x, z, a, M, backend=backend)
 
     out = da.blockwise(grads, "icd", Xd, "id", Zd, "jd", cd, "jc", concatenate=True,
                        dtype=_dtype(Xd, Zd, cd))
@@ -149,7 +189,7 @@ def agop_dask(kernel: Any, X: Any, centers: Any, coef: Any, M: Any, centering: s
 
     from ._ops import agop, predictor_grads
 
-    da, Xd, Zd, cd, _ = _inputs(X, centers, coef, M, ("X", "centers"))
+    da, Xd, Zd, cd, _ = _inputs(X, centers, coef, M, ("X", "centers"), backend)
     d, c = Xd.shape[1], cd.shape[1]
     dtype = _dtype(Xd, Zd, cd)
 
@@ -158,10 +198,11 @@ def agop_dask(kernel: Any, X: Any, centers: Any, coef: Any, M: Any, centering: s
         b = x.shape[0]
         if b == 0:
             return None
-        S = agop(kernel, x, z, a, M, centering=centering, diag=diag, backend=backend) * float(b)
+        S = _task(agop, kernel, x, z, a, M, centering=centering, diag=diag,
+                  backend=backend) * float(b)
         if centering is None:
             return S, None, b, b
-        G = predictor_grads(kernel, x, z, a, M, backend=backend)  # (b, c, d)
+        G = _task(predictor_grads, kernel, x, z, a, M, backend=backend)  # (b, c, d)
         if centering == "per_output":
             return S, np.mean(G, axis=0), b, b
         return S, np.mean(G.reshape(b * c, d), axis=0), b * c, b

@@ -41,6 +41,8 @@ __all__ = ["HANDLE_UNKNOWN", "CategoricalEncoding", "fit_encoding", "resolve_fea
 #: what ``transform`` does with a category not seen in ``fit``: raise, or embed as zeros
 HANDLE_UNKNOWN = ("error", "ignore")
 
+_INT64 = np.iinfo(np.int64)
+
 
 def resolve_features(spec: Any, d: int) -> tuple[int, ...]:
     """The sorted column indices named by ``categorical_features`` for ``d`` columns.
@@ -79,6 +81,8 @@ def _column_values(values: np.ndarray, col: int) -> tuple[str, np.ndarray]:
     values = np.asarray(values).reshape(-1)
     kind = values.dtype.kind
     if kind in "biu":
+        if kind == "u" and values.size and int(values.max()) > _INT64.max:
+            _out_of_range(col, int(values.max()))
         return "int", values.astype(np.int64)
     if kind in "US":
         return "str", values.astype(str)
@@ -90,23 +94,44 @@ def _column_values(values: np.ndarray, col: int) -> tuple[str, np.ndarray]:
             raise ValueError(f"categorical column {col} holds non-integer numbers "
                              f"(e.g. {values[values != np.round(values)][0]!r}); categories "
                              "must be integer codes or strings")
+        big = np.abs(values) >= 2.0**63
+        if np.any(big):
+            _out_of_range(col, values[big][0])
         return "int", values.astype(np.int64)
     if kind != "O":
         raise TypeError(f"categorical column {col} has unsupported dtype {values.dtype}")
     strings = [isinstance(v, str | np.str_) for v in values]
     if all(strings):
         return "str", values.astype(str)
+    if any(_is_missing(v) for v in values):
+        raise ValueError(f"categorical column {col} has missing values (None or NaN); "
+                         "encode a missing value as a category of its own")
     if any(strings):
         raise TypeError(f"categorical column {col} mixes strings and other values; use one "
                         "kind of category per column")
-    if any(v is None or (isinstance(v, float) and not np.isfinite(v)) for v in values):
-        raise ValueError(f"categorical column {col} has missing values (None or NaN); "
-                         "encode a missing value as a category of its own")
     if not all(isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real)
                                                    and float(v).is_integer()) for v in values):
         raise TypeError(f"categorical column {col} holds values that are neither strings "
                         "nor integer codes")
-    return "int", np.asarray([int(v) for v in values], dtype=np.int64)
+    codes = [int(v) for v in values]
+    for v in codes:
+        if not _INT64.min <= v <= _INT64.max:
+            _out_of_range(col, v)
+    return "int", np.asarray(codes, dtype=np.int64)
+
+
+def _is_missing(v: Any) -> bool:
+    """None, a NaN or infinite float, or pandas' NA / NaT."""
+    if v is None or (isinstance(v, float | np.floating) and not np.isfinite(v)):
+        return True
+    return type(v).__module__.startswith("pandas") and type(v).__name__ in ("NAType",
+                                                                             "NaTType")
+
+
+def _out_of_range(col: int, value: Any) -> None:
+    raise ValueError(f"categorical column {col} holds the code {value!r}, outside the int64 "
+                     "range of category codes; recode the categories as smaller integers or "
+                     "as strings")
 
 
 def _check_vectors(spec: Any, col: int) -> tuple[str, np.ndarray, np.ndarray]:
@@ -118,9 +143,11 @@ def _check_vectors(spec: Any, col: int) -> tuple[str, np.ndarray, np.ndarray]:
             raise ValueError(f"categorical_vectors[{col}] is an empty mapping")
         keys = np.asarray(list(spec.keys()), dtype=object)
         kind, cats = _column_values(keys, col)
-        E = [np.asarray(spec[k], dtype=np.float64).reshape(-1) for k in spec]
+        E = [_vector(spec[k], col, k) for k in spec]
         if len({e.shape for e in E}) != 1:
             raise ValueError(f"the vectors of categorical_vectors[{col}] differ in length")
+        if E[0].size == 0:
+            raise ValueError(f"the vectors of categorical_vectors[{col}] are empty")
         order = np.argsort(cats, kind="stable")
         cats, E = cats[order], np.stack(E)[order]
         if np.unique(cats).size != cats.size:
@@ -138,6 +165,18 @@ def _check_vectors(spec: Any, col: int) -> tuple[str, np.ndarray, np.ndarray]:
     if not np.all(np.isfinite(E)):
         raise ValueError(f"categorical_vectors[{col}] has NaN or infinite entries")
     return kind, cats, E
+
+
+def _vector(value: Any, col: int, key: Any) -> np.ndarray:
+    """One embedding vector of a ``{category: vector}`` mapping, as float64 (no strings)."""
+    try:
+        v = np.asarray(value)
+    except Exception:  # noqa: BLE001 - say what is accepted
+        v = np.asarray(None)
+    if v.dtype.kind not in "biuf":
+        raise TypeError(f"categorical_vectors[{col}][{key!r}] must be a vector of real "
+                        f"numbers, got {value!r}")
+    return v.astype(np.float64).reshape(-1)
 
 
 @dataclass(frozen=True, eq=False)
@@ -189,14 +228,14 @@ class CategoricalEncoding:
             start += E.shape[1]
         return tuple(out)
 
-    def codes(self, g: int, values: Any) -> np.ndarray:
+    def codes(self, g: int, values: Any, name: str = "X") -> np.ndarray:
         """Row indices into ``embeddings[g]`` for raw values of categorical column ``g``
         (``-1`` for an unknown category when ``handle_unknown="ignore"``)."""
         col = self.categorical[g]
         kind, vals = _column_values(np.asarray(values), col)
         cats = self.categories[g]
         if kind != self.kinds[g]:
-            raise TypeError(f"categorical column {col} was coded as {self.kinds[g]} "
+            raise TypeError(f"categorical column {col} of {name} was coded as {self.kinds[g]} "
                             f"categories in fit but holds {kind} values now")
         pos = np.searchsorted(cats, vals)
         pos_c = np.minimum(pos, cats.size - 1)
@@ -205,8 +244,8 @@ class CategoricalEncoding:
             if self.handle_unknown == "error":
                 unseen = np.unique(vals[~known])[:5].tolist()
                 raise ValueError(
-                    f"categorical column {col} has categories not seen in fit: {unseen}; "
-                    "pass handle_unknown='ignore' to embed them as zeros"
+                    f"categorical column {col} of {name} has categories not seen in fit: "
+                    f"{unseen}; pass handle_unknown='ignore' to embed them as zeros"
                 )
             pos_c = np.where(known, pos_c, -1)
         return pos_c
@@ -226,13 +265,17 @@ class CategoricalEncoding:
             xp, Xn, _ = _check_features(pick(num), name)
         else:
             xp, Xn = namespace_of(X) if is_array(X) else np, None
-        dtype = Xn.dtype if Xn is not None else (
-            xp.float64 if _has_float64(xp, X) else xp.float32)
+        if Xn is not None:
+            dtype = Xn.dtype
+        elif is_array(X) and X.dtype in (xp.float32, xp.float64):
+            dtype = X.dtype  # float32 codes keep float32, as numerical columns do
+        else:
+            dtype = xp.float64 if _has_float64(xp, X) else xp.float32
         device = array_device(Xn) if Xn is not None else (
             array_device(X) if is_array(X) else None)
         parts = [] if Xn is None else [Xn]
         for g, col in enumerate(self.categorical):
-            idx = self.codes(g, host(col))
+            idx = self.codes(g, host(col), name)
             E = self.embeddings[g]
             V = np.zeros((n, E.shape[1]), dtype=np.float64)
             ok = idx >= 0
@@ -246,8 +289,11 @@ def _raw_columns(X: Any, name: str):
     """``(n, d, feature_names, pick, host)`` for raw input with mixed columns:
     ``pick(idx)`` selects numerical columns (keeping the library), ``host(j)`` gives
     column ``j`` as a NumPy array."""
+    from .estimators import _reject_dask
+
     if X is None:
         raise ValueError(f"{name} is None; expected an array of shape (n_samples, n_features)")
+    _reject_dask(X, name)
     if hasattr(X, "iloc") and hasattr(X, "columns"):
         cols = list(X.columns)
         names = cols if cols and all(isinstance(c, str) for c in cols) else None
@@ -265,6 +311,9 @@ def _raw_columns(X: Any, name: str):
 
         return X.shape[0], X.shape[1], None, pick, lambda j: to_numpy(X[:, j])
     A = np.asarray(X)
+    if A.dtype.kind in "US" and not isinstance(X, np.ndarray):
+        # a list of mixed rows: NumPy makes every entry a string; keep each value's type
+        A = np.asarray(X, dtype=object)
     if A.ndim != 2:
         raise ValueError(
             f"Expected 2D array, got {A.ndim}D array instead for {name} (shape {A.shape})"
@@ -299,7 +348,7 @@ def fit_encoding(X: Any, categorical_features: Any, categorical_vectors: Any = N
     if not isinstance(vectors, Mapping):
         raise TypeError("categorical_vectors must be None or a dict {column index: "
                         f"embedding}}, got {type(vectors).__name__}")
-    resolved = {}
+    resolved, keys = {}, {}
     for key, spec in vectors.items():
         if isinstance(key, bool) or not isinstance(key, numbers.Integral) or not -d <= key < d:
             raise ValueError(f"categorical_vectors has key {key!r}; keys must be column "
@@ -307,7 +356,11 @@ def fit_encoding(X: Any, categorical_features: Any, categorical_vectors: Any = N
         if int(key) % d not in cat:
             raise ValueError(f"categorical_vectors has column {key} which is not in "
                              f"categorical_features {list(cat)}")
-        resolved[int(key) % d] = spec
+        col = int(key) % d
+        if col in resolved:
+            raise ValueError(f"categorical_vectors names column {col} twice (keys "
+                             f"{keys[col]!r} and {key!r})")
+        resolved[col], keys[col] = spec, key
     kinds, categories, embeddings = [], [], []
     for col in cat:
         kind, vals = _column_values(host(col), col)

@@ -10,6 +10,7 @@ their library and on their device: fitted arrays and predictions come back in it
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import numbers
 import warnings
@@ -102,6 +103,7 @@ def _check_features(X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None
     names = None
     if X is None:
         raise ValueError(f"{name} is None; expected an array of shape (n_samples, n_features)")
+    _reject_dask(X, name)
     if is_array(X) and not isinstance(X, np.ndarray):
         xp = namespace_of(X)
         kind = str(X.dtype)
@@ -119,8 +121,8 @@ def _check_features(X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None
         X = np.asarray(X)
         if X.dtype.kind in "USV" or (X.dtype.kind == "O" and _has_strings(X)):
             raise TypeError(
-                f"{name} contains strings; agop needs numeric features (encode categorical "
-                "columns first, e.g. one-hot)"
+                f"{name} contains strings in a numerical column; name the columns that hold "
+                "categories in categorical_features= (or encode them as numbers first)"
             )
         if X.dtype.kind == "c":
             raise ValueError(f"Complex data not supported: {name} has dtype {X.dtype}")
@@ -151,6 +153,17 @@ def _check_features(X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None
     if not bool(xp.all(xp.isfinite(X))):
         raise ValueError(f"Input {name} contains NaN or infinity; agop needs finite values")
     return xp, X, names
+
+
+def _reject_dask(X: Any, name: str) -> None:
+    from ._dask import is_dask_array
+
+    if is_dask_array(X):
+        raise TypeError(
+            f"{name} is a dask array; the estimators fit and predict in memory: call "
+            f"{name}.compute() first (agop.agop, agop.kernel_mv and agop.predictor_grads "
+            "take dask arrays)"
+        )
 
 
 def _has_float64(xp: Any, X: Any) -> bool:
@@ -397,6 +410,12 @@ class _RFMBase(_EstimatorBase):
         enc = self._categorical_encoding()
         if enc is None:
             return _check_features(X, name)
+        if self.handle_unknown != enc.handle_unknown:  # set_params after fit, as sklearn
+            if self.handle_unknown not in HANDLE_UNKNOWN:
+                raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got "
+                                 f"{self.handle_unknown!r}")
+            enc = dataclasses.replace(enc, handle_unknown=self.handle_unknown)
+            self._encoding = enc
         return enc.transform(X, name)
 
     def _categorical_encoding(self) -> CategoricalEncoding | None:

@@ -36,6 +36,10 @@ __all__ = [
 
 FORMAT = "agop-model"
 FORMAT_VERSION = 2  # 2: categorical features (files without them are still written as 1)
+#: the hyperparameters format 2 added, with their defaults: a file whose values are all
+#: defaults leaves them out and is written as format 1, which format-1 readers accept
+_CATEGORICAL_PARAMS = {"categorical_features": None, "categorical_vectors": None,
+                       "handle_unknown": "error"}
 _META = "__agop_meta__"
 _ARRAYS = ("M_", "coef_", "X_fit_", "classes_")
 _SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d", "n_leaves_")
@@ -85,11 +89,13 @@ def _from_json(value: Any) -> Any:
 def _params_to_json(params: dict[str, Any], arrays: dict[str, np.ndarray]) -> dict[str, Any]:
     """The hyperparameters as JSON; the arrays of ``categorical_vectors`` go to ``arrays``."""
     params = dict(params)
+    if not any(k in params for k in _CATEGORICAL_PARAMS):  # a format-1 file
+        return _jsonable(params, "params")
     features = params.pop("categorical_features", None)
     vectors = params.pop("categorical_vectors", None)
     out = _jsonable(params, "params")
-    if isinstance(features, np.ndarray):
-        out["categorical_features"] = {"__ndarray__": features.tolist()}
+    if is_array(features):  # NumPy, torch, ...: saved as its values
+        out["categorical_features"] = {"__ndarray__": _to_numpy(features).tolist()}
     else:
         out["categorical_features"] = _jsonable(features, "categorical_features")
     if vectors is None:
@@ -144,7 +150,6 @@ def model_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
             arrays[f"categories_{g}"] = np.asarray(model.categories_[g])
             arrays[f"categorical_embeddings_{g}"] = np.asarray(model.categorical_embeddings_[g])
     meta["n_categorical"] = n_cat
-    meta["format_version"] = FORMAT_VERSION if n_cat else 1
     meta["kernel_"] = model.kernel_.to_dict()
     meta["history_"] = _jsonable(model.history_, "history_")
     return arrays, meta
@@ -153,6 +158,18 @@ def model_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
 def _common_state(model: Any, fitted: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Fitted arrays of ``_ARRAYS`` and the metadata every saved estimator has."""
     arrays: dict[str, np.ndarray] = {}
+    params = model.get_params(deep=False)
+    version = 1
+    if any(k in params for k in _CATEGORICAL_PARAMS):
+        # the hyperparameters format 2 added are left out while they hold their defaults
+        # and the model has no categorical features: such a file is format 1
+        if len(getattr(model, "categories_", [])) or not all(
+            params.get(k) is None if v is None else params.get(k) == v
+            for k, v in _CATEGORICAL_PARAMS.items()
+        ):
+            version = FORMAT_VERSION
+        else:
+            params = {k: v for k, v in params.items() if k not in _CATEGORICAL_PARAMS}
     for key in _ARRAYS:
         if hasattr(model, key):
             a = _to_numpy(getattr(model, key))
@@ -164,9 +181,8 @@ def _common_state(model: Any, fitted: Any) -> tuple[dict[str, np.ndarray], dict[
     meta = {
         "class": type(model).__name__,
         "namespace": namespace_name(namespace_of(fitted)),
-        "params": (_params_to_json(model.get_params(deep=False), arrays)
-                   if "categorical_features" in model.get_params(deep=False)
-                   else _jsonable(model.get_params(deep=False), "params")),
+        "format_version": version,
+        "params": _params_to_json(params, arrays),
         "feature_names_in_": (
             [str(v) for v in model.feature_names_in_] if hasattr(model, "feature_names_in_")
             else None

@@ -256,7 +256,9 @@ def test_unseen_categories():
     ign.fit(X, y)
     # an unknown category is embedded as the zero vector
     _, Xe, _ = ign._categorical_encoding().transform(X[:5])
-    Xe[0, 3:7] = 0.0
+    code_block = ign.feature_blocks_[1]  # the 3 codes seen in fit: columns 3..5
+    assert code_block.tolist() == [3, 4, 5]
+    Xe[0, code_block] = 0.0
     f = KernelMachine.build(ign.kernel_, ign.X_fit_, ign.coef_[:, None], ign.M_)
     np.testing.assert_allclose(ign.predict(Xn), f.predict(Xe)[:, 0], rtol=1e-12)
     # codes embedded by categorical_vectors are all known, seen in fit or not
@@ -273,7 +275,8 @@ def test_input_validation():
         Xb = X.copy()
         Xb[0, 0] = "oops"
         agop.RFMRegressor(iters=0, categorical_features=[2, 4]).fit(Xb, y)
-    with pytest.raises(TypeError, match="strings"):  # strings without categorical_features
+    # strings without categorical_features: the error points to it
+    with pytest.raises(TypeError, match="categories in categorical_features="):
         agop.RFMRegressor(iters=0).fit(X, y)
     Xn = X.copy()
     Xn[0, 2] = np.nan
@@ -385,3 +388,156 @@ def test_pandas_mixed_columns():
     np.testing.assert_allclose(m.predict(df), agop.RFMRegressor(
         iters=1, categorical_features=[2, 4]).fit(X, y).predict(X), rtol=1e-12)
     assert list(m.feature_names_in_) == ["a", "b", "code", "c", "label"]
+
+
+def test_integer_codes_out_of_int64_range_raise():
+    """Codes are stored as int64: a larger code raises instead of wrapping around (1e20
+    would silently become -2**63, and two different codes could share a category)."""
+    x = np.random.default_rng(11).normal(size=4)
+    for X in (np.column_stack([x, [0.0, 1e20, 1.0, 1e20]]),  # float codes
+              np.array([[0, 2**63 + 5], [1, 1]], dtype=np.uint64)):
+        with pytest.raises(ValueError, match="int64"):
+            fit_encoding(X, [1])
+    with pytest.raises(ValueError, match="int64"):
+        fit_encoding(np.array([[0.5, 2**70], [0.1, 1]], dtype=object), [1])
+    with pytest.raises(ValueError, match="int64"):
+        fit_encoding(np.zeros((2, 2)), [1], {1: {2**64: [1.0], 0: [0.0]}})
+    # the largest codes that fit are kept exactly
+    top = np.iinfo(np.int64).max
+    enc = fit_encoding(np.array([[0.5, top], [0.1, -top - 1]], dtype=object), [1])
+    assert enc.categories[0].tolist() == [-top - 1, top]
+
+
+def test_list_of_rows_with_strings():
+    """A list of mixed rows (NumPy alone would turn every number into a string) fits and
+    predicts like the object array of the same rows; a string number stays an error."""
+    rng = np.random.default_rng(12)
+    X, y = _task(40, rng)
+    rows = [list(r) for r in X]
+    m = agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(rows, y)
+    ref = agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(X, y)
+    np.testing.assert_array_equal(m.predict(rows[:5]), ref.predict(X[:5]))
+    np.testing.assert_array_equal(m.M_, ref.M_)
+    bad = [list(r) for r in X]
+    bad[0][0] = "0.5"
+    with pytest.raises(TypeError, match="strings"):
+        agop.RFMRegressor(iters=0, categorical_features=[2, 4]).fit(bad, y)
+
+
+def test_handle_unknown_is_read_at_predict_time():
+    """As for scikit-learn's OneHotEncoder: set_params(handle_unknown=...) on a fitted
+    model takes effect, the same way for the model and for its pickled copy."""
+    import pickle
+
+    rng = np.random.default_rng(13)
+    X, y = _task(50, rng)
+    Xu = X[:4].copy()
+    Xu[0, 4] = "unseen"
+    m = agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(X, y)
+    ign = agop.RFMRegressor(iters=1, categorical_features=[2, 4], handle_unknown="ignore")
+    ref = ign.fit(X, y).predict(Xu)
+    with pytest.raises(ValueError, match="not seen in fit"):
+        m.predict(Xu)
+    m.set_params(handle_unknown="ignore")
+    np.testing.assert_array_equal(m.predict(Xu), ref)
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(m)).predict(Xu), ref)
+    m.set_params(handle_unknown="error")
+    for model in (m, pickle.loads(pickle.dumps(m))):
+        with pytest.raises(ValueError, match="not seen in fit"):
+            model.predict(Xu)
+    m.set_params(handle_unknown="zero")
+    with pytest.raises(ValueError, match="handle_unknown must be one of"):
+        m.predict(Xu)
+
+
+def test_categorical_vectors_mapping_values_are_checked():
+    X = np.column_stack([np.linspace(0, 1, 6), [0, 1, 2, 0, 1, 2]])
+    for bad in ({0: "a", 1: "b", 2: "c"}, {0: ["1"], 1: ["0"], 2: ["1"]},
+                {0: [1j], 1: [0], 2: [1]}, {0: {"x": 1}, 1: [0], 2: [1]}):
+        with pytest.raises(TypeError, match=r"categorical_vectors\[1\]\[0\] must be a vector "
+                                            "of real numbers"):
+            fit_encoding(X, [1], {1: bad})
+    with pytest.raises(ValueError, match=r"categorical_vectors\[1\] are empty"):
+        agop.RFMRegressor(iters=0, categorical_features=[1],
+                          categorical_vectors={1: {0: [], 1: [], 2: []}}).fit(X, X[:, 0])
+    enc = fit_encoding(X, [1], {1: {0: 1, 1: [2.0], 2: np.array([3])}})
+    np.testing.assert_array_equal(enc.embeddings[0], [[1.0], [2.0], [3.0]])
+
+
+def test_missing_values_in_a_string_column_are_named_missing():
+    pd = pytest.importorskip("pandas")
+    labels = np.array(["a", "b", "a", "c"], dtype=object)
+    for missing in (None, np.nan, pd.NA):
+        col = labels.copy()
+        col[1] = missing
+        X = np.empty((4, 2), dtype=object)
+        X[:, 0], X[:, 1] = np.arange(4.0), col
+        with pytest.raises(ValueError, match="missing values"):
+            fit_encoding(X, [1])
+    df = pd.DataFrame({"x": np.arange(4.0), "s": pd.array(["a", None, "a", "c"],
+                                                          dtype="string")})
+    with pytest.raises(ValueError, match="missing values"):
+        agop.RFMRegressor(iters=0, categorical_features=[1]).fit(df, np.arange(4.0))
+
+
+def test_float32_codes_keep_float32_without_numerical_columns():
+    """float32 input stays float32 whether or not it has numerical columns."""
+    rng = np.random.default_rng(14)
+    codes = rng.integers(0, 3, size=(40, 2))
+    y = codes[:, 0] - 0.5 * codes[:, 1]
+    arrays = [codes.astype(np.float32)]
+    torch = pytest.importorskip("torch")
+    arrays.append(torch.asarray(codes.astype(np.float32)))
+    for X in arrays:
+        yy = y.astype(np.float32) if isinstance(X, np.ndarray) else torch.asarray(
+            y, dtype=torch.float32)
+        m = agop.RFMRegressor(iters=1, categorical_features=[0, 1]).fit(X, yy)
+        P = m.predict(X)
+        assert m.M_.dtype == X.dtype and m.X_fit_.dtype == X.dtype and P.dtype == X.dtype
+    m64 = agop.RFMRegressor(iters=1, categorical_features=[0, 1]).fit(codes, y)
+    assert m64.M_.dtype == np.float64  # integer codes: the default float
+
+
+@pytest.mark.parametrize("centering", [None, "pooled"])
+def test_block_agop_equals_xrfm_get_agop_categorical(centering):
+    """The block-diagonal AGOP (normalize=None: the sum over points) against xRFM 0.4.5's
+    get_agop_categorical on one-hot blocks, with its pooled gradient centering."""
+    torch = pytest.importorskip("torch")
+    kernels = pytest.importorskip("xrfm.rfm_src.kernels")
+    rng = np.random.default_rng(15)
+    X = _mixed(30, rng)
+    enc = fit_encoding(X, [2, 4])
+    _, Xe, _ = enc.transform(X)
+    b = enc.blocks
+    M = _block_M(rng, [len(blk) for blk in b])
+    coef = rng.normal(size=(30, 2))
+    theirs = kernels.LaplaceKernel(bandwidth=1.5, exponent=1.0)
+    theirs.set_categorical_indices(torch.tensor(b[0]), [torch.tensor(b[1]), torch.tensor(b[2])],
+                                   [torch.eye(4, dtype=torch.float64),
+                                    torch.eye(3, dtype=torch.float64)], device="cpu")
+    ref = theirs.get_agop(torch.asarray(Xe), torch.asarray(Xe), torch.asarray(coef.T),
+                          torch.asarray(psd_sqrt(M)), center_grads=centering is not None)
+    machine = KernelMachine.build(agop.Laplace(1.5), Xe, coef, M)
+    A = AGOPUpdate(normalize=None, centering=centering, blocks=b)(machine, Xe, None)
+    np.testing.assert_allclose(A, ref.numpy(), rtol=1e-7, atol=1e-9 * float(np.abs(A).max()))
+
+
+def test_categorical_vectors_naming_a_column_twice_raise():
+    """-1 and d-1 are the same column: two embeddings for it must not overwrite silently."""
+    X = np.column_stack([np.linspace(0, 1, 6), [0, 1, 2, 0, 1, 2]])
+    with pytest.raises(ValueError, match="column 1 twice"):
+        fit_encoding(X, [1], {1: np.eye(3), -1: 2 * np.eye(3)})
+
+
+def test_unseen_category_in_validation_data_names_x_val():
+    rng = np.random.default_rng(16)
+    X, y = _task(50, rng)
+    X[:, 2] = np.where(X[:, 2] == 3, 0, X[:, 2])
+    Xv = X[:5].copy()
+    Xv[0, 2] = 3
+    with pytest.raises(ValueError, match=r"column 2 of X_val has categories not seen in fit"):
+        agop.RFMRegressor(iters=1, categorical_features=[2, 4]).fit(X, y, X_val=Xv,
+                                                                      y_val=y[:5])
+    clf = agop.RFMClassifier(iters=1, categorical_features=[2, 4], handle_unknown="ignore")
+    clf.fit(X, y > 0, X_val=Xv, y_val=y[:5] > 0)
+    assert clf.history_[0]["val_metric"] is not None

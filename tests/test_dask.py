@@ -13,7 +13,9 @@ da = pytest.importorskip("dask.array")
 dask = pytest.importorskip("dask")
 
 KERNELS = [agop.Laplace(2.0), agop.Gaussian(1.5), agop.ProductLaplace(2.0),
-           agop.LpqLaplace(2.0, norm_p=1.5, exponent=1.0)]
+           agop.LpqLaplace(2.0, norm_p=1.5, exponent=1.0),
+           agop.kernels.make_kernel("generalized_exponential", bandwidth=2.0, exponent=1.5),
+           agop.kernels.make_kernel("quadratic")]
 
 
 def _data(n=37, d=4, c=2, seed=0):
@@ -155,3 +157,98 @@ def test_agop_dask_on_a_local_cluster_with_spawned_workers(tmp_path):
     assert len(set(workers.values())) == 2
     _close(A, agop.agop(k, X, Z, coef, Ms["full"], centering="pooled"))
     _close(F, agop.kernel_mv(k, X, Z, coef))
+
+
+@pytest.mark.parametrize("op", ["agop", "kernel_mv", "predictor_grads"])
+def test_dask_dtype_follows_the_in_memory_op(op):
+    """Integer inputs adopt the floating dtype of the others (float32 stays float32), and
+    the lazy array's dtype is the dtype its computation returns."""
+    rng = np.random.default_rng(6)
+    Xi = rng.integers(0, 3, size=(20, 3))
+    Z32 = rng.normal(size=(15, 3)).astype(np.float32)
+    c32 = rng.normal(size=(15, 2)).astype(np.float32)
+    f, k = getattr(agop, op), agop.Laplace(2.0)
+    for X, Z, coef in ((Xi, Z32, c32), (Xi, Xi[:15], rng.integers(0, 3, size=(15, 2)))):
+        ref = f(k, X, Z, coef)
+        lazy = f(k, da.from_array(X, chunks=(6, 3)), Z, coef)
+        assert lazy.dtype == ref.dtype
+        _close(lazy.compute(scheduler="synchronous"), ref, tol=1e-6)
+
+
+def test_dask_shapes_and_M_are_checked_when_the_graph_is_built():
+    """What is known without computing (empty arrays, a bad M) raises at the call, with
+    the in-memory op's message, not later inside a task."""
+    X, Z, coef, _ = _data()
+    k = agop.Laplace(1.0)
+    Xd = da.from_array(X, chunks=(8, 4))
+    empty = da.from_array(np.zeros((0, 4)), chunks=(5, 4))
+    for op in (agop.agop, agop.kernel_mv, agop.predictor_grads):
+        with pytest.raises(ValueError, match=r"X is empty \(shape \(0, 4\)\)"):
+            op(k, empty, Z, coef)
+        with pytest.raises(ValueError, match=r"is empty \(shape \(0, 4\)\)"):
+            op(k, Xd, empty, coef[:0])
+        with pytest.raises(ValueError, match="M must be a 4 x 4 matrix"):
+            op(k, Xd, Z, coef, np.eye(5))
+        with pytest.raises(ValueError, match="positive semi-definite"):
+            op(k, Xd, Z, coef, -np.eye(4))
+        with pytest.raises(ValueError, match="non-negative"):
+            op(k, Xd, Z, coef, -np.ones(4))
+
+
+def test_estimators_say_plainly_that_they_take_no_dask_arrays():
+    X, _, _, _ = _data()
+    y = X[:, 0]
+    Xd = da.from_array(X, chunks=(8, 4))
+    m = agop.RFMRegressor(iters=0).fit(X, y)
+    codes = np.column_stack([X[:, 0], np.arange(X.shape[0]) % 3])
+    for call in (lambda: agop.RFMRegressor(iters=0).fit(Xd, y),
+                 lambda: m.predict(Xd),
+                 lambda: agop.RFMClassifier(iters=0).fit(X, y > 0, X_val=Xd, y_val=y > 0),
+                 lambda: agop.RFMRegressor(iters=0, categorical_features=[1]).fit(
+                     da.from_array(codes, chunks=(8, 2)), y)):
+        with pytest.raises(TypeError, match=r"X(_val)? is a dask array; .*\.compute\(\)"):
+            call()
+
+
+def test_dask_backend_name_is_checked_when_the_graph_is_built():
+    X, Z, coef, _ = _data()
+    Xd = da.from_array(X, chunks=(8, 4))
+    for op in (agop.agop, agop.kernel_mv, agop.predictor_grads):
+        with pytest.raises(ValueError, match="unknown backend 'nope'"):
+            op(agop.Laplace(1.0), Xd, Z, coef, backend="nope")
+        with pytest.raises(TypeError, match="backend must be a string"):
+            op(agop.Laplace(1.0), Xd, Z, coef, backend=1)
+        got = op(agop.Laplace(1.0), Xd, Z, coef, backend="generic").compute()
+        _close(got, op(agop.Laplace(1.0), X, Z, coef, backend="generic"))
+
+
+def test_threaded_scheduler_survives_numba_workqueue_layer(tmp_path):
+    """numba's workqueue threading layer (what numba falls back to without TBB or OpenMP)
+    aborts the whole process when two threads run parallel loops at once; the default
+    (threaded) dask scheduler must not bring that about."""
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("numba")
+    script = tmp_path / "wq.py"
+    script.write_text(
+        "import numpy as np, dask.array as da, agop\n"
+        "rng = np.random.default_rng(0)\n"
+        "X = rng.normal(size=(600, 5)); Z = rng.normal(size=(80, 5))\n"
+        "c = rng.normal(size=(80, 2))\n"
+        "Xd = da.from_array(X, chunks=(50, 5))\n"
+        "k = agop.Laplace(2.0)\n"
+        "for op in (agop.agop, agop.kernel_mv, agop.predictor_grads):\n"
+        "    got = op(k, Xd, Z, c).compute(scheduler='threads', num_workers=4)\n"
+        "    assert np.allclose(got, op(k, X, Z, c), rtol=1e-12, atol=0)\n"
+        "import numba\n"
+        "print(numba.threading_layer())\n"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(agop.__file__)))
+    env = dict(os.environ, NUMBA_THREADING_LAYER="workqueue",
+               PYTHONPATH=os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, str(script)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "workqueue"

@@ -141,3 +141,51 @@ def test_categorical_model_round_trip_and_format_versions(tmp_path, data):
                 zout.writestr(item, zin.read(item))
     with pytest.raises(ValueError, match=r"missing arrays \['categories_1'\]"):
         agop.load(partial)
+
+
+#: the hyperparameters a format-1 file may hold (a reader of format 1 passes each to the
+#: estimator's constructor, so a file labelled 1 must not name newer ones)
+FORMAT_1_PARAMS = {
+    "agop_max_points", "agop_power", "bandwidth", "centering", "diag", "early_stop_tol",
+    "early_stopping", "iters", "kernel", "normalize", "random_state", "reg", "solver",
+    "tuning_metric", "update", "validation_fraction", "verbose",
+}
+
+
+def _meta(path):
+    with np.load(path, allow_pickle=False) as f:
+        return json.loads(str(f["__agop_meta__"][()]))
+
+
+def test_format_1_files_hold_only_format_1_hyperparameters(tmp_path, data):
+    X, y = data
+    for i, m in enumerate((agop.RFMRegressor(iters=0).fit(X, y),
+                           agop.RFMClassifier(iters=0).fit(X, y > 0))):
+        path = agop.save(m, tmp_path / f"plain{i}")
+        meta = _meta(path)
+        assert meta["format_version"] == 1
+        assert set(meta["params"]) <= FORMAT_1_PARAMS
+        r = agop.load(path)
+        assert r.get_params() == m.get_params()
+        np.testing.assert_array_equal(r.predict(X), m.predict(X))
+    # categorical hyperparameters that name no column still need format 2 to be kept
+    m = agop.RFMRegressor(iters=0, categorical_features=[], handle_unknown="ignore").fit(X, y)
+    path = agop.save(m, tmp_path / "nocat")
+    assert _meta(path)["format_version"] == 2
+    r = agop.load(path)
+    assert r.categorical_features == [] and r.handle_unknown == "ignore"
+
+
+def test_categorical_features_given_as_a_tensor_are_saved(tmp_path):
+    """Column indices in a torch tensor are saved as their values (not dropped to None, which
+    made the reloaded hyperparameters fit a different model)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(2)
+    X = np.empty((40, 2), dtype=object)
+    X[:, 0], X[:, 1] = rng.normal(size=40), np.array(["u", "v"])[rng.integers(0, 2, 40)]
+    y = X[:, 0].astype(float) + (X[:, 1] == "u")
+    m = agop.RFMRegressor(iters=1, categorical_features=torch.tensor([1])).fit(X, y)
+    r = agop.load(agop.save(m, tmp_path / "t"))
+    np.testing.assert_array_equal(np.asarray(r.categorical_features), [1])
+    again = agop.RFMRegressor(**r.get_params()).fit(X, y)
+    np.testing.assert_array_equal(again.predict(X), m.predict(X))

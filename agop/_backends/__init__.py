@@ -21,6 +21,7 @@ __all__ = [
     "DispatchContext",
     "Implementation",
     "available_backends",
+    "check_backend",
     "register",
     "select",
 ]
@@ -119,6 +120,16 @@ def available_backends() -> list[str]:
     return sorted({i.backend for impls in _REGISTRY.values() for i in impls})
 
 
+def check_backend(backend: Any) -> None:
+    """Raise unless ``backend`` is ``"auto"`` or the name of a backend."""
+    if not isinstance(backend, str):
+        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
+    if backend != "auto" and backend not in _BACKEND_MODULES:
+        raise ValueError(
+            f"unknown backend {backend!r}; choose 'auto' or one of {sorted(_BACKEND_MODULES)}"
+        )
+
+
 def select(op: str, ctx: DispatchContext, backend: str = "auto") -> Implementation:
     """The implementation of ``op`` to run for ``ctx``.
 
@@ -126,12 +137,7 @@ def select(op: str, ctx: DispatchContext, backend: str = "auto") -> Implementati
     generic one always is); a named backend is returned if usable and otherwise raises
     ``ValueError`` saying what it needs.
     """
-    if not isinstance(backend, str):
-        raise TypeError(f"backend must be a string, got {type(backend).__name__}")
-    if backend != "auto" and backend not in _BACKEND_MODULES:
-        raise ValueError(
-            f"unknown backend {backend!r}; choose 'auto' or one of {sorted(_BACKEND_MODULES)}"
-        )
+    check_backend(backend)
     for name in _BACKEND_MODULES if backend == "auto" else (backend,):
         if backend != "auto" or _AUTO_GATES.get(name, bool)(ctx):
             _load(name)
