@@ -480,8 +480,8 @@ def test_leaves_fitted_on_a_dask_cluster_equal_the_in_process_fit():
     # categorical columns: the leaves on the cluster keep M block-diagonal as well
     Xk = np.empty((600, 3), dtype=object)
     Xk[:, :2] = X[:, :2]
-    Xk[:, 2] = np.array(["u", "v", "w"])[(X[:, 2] > 0).astype(int) + (X[:, 3] > 0)]
-    yk = X[:, 0] + np.where(Xk[:, 2] == "v", 2.0, 0.0)
+    Xk[:, 2] = np.array(["u", "v", "w"])[rng.integers(0, 3, size=600)]
+    yk = np.sign(X[:, 0]) + X[:, 1] + np.where(Xk[:, 2] == "v", 0.5, 0.0)
     kw_k = {**kw, "categorical_features": [2]}
     local_k = agop.xRFMRegressor(**kw_k).fit(Xk[:500], yk[:500])
     # spawned (not forked) worker processes: numba's threading layer does not survive a fork
@@ -505,4 +505,7 @@ def test_leaves_fitted_on_a_dask_cluster_equal_the_in_process_fit():
     assert dist_k.n_leaves_ == local_k.n_leaves_ >= 2
     for a, b in zip(dist_k.trees_[0].leaves, local_k.trees_[0].leaves, strict=True):
         np.testing.assert_allclose(a.M_, b.M_, rtol=1e-10, atol=1e-12)
-        assert np.all(a.M_[:2, 2:] == 0.0) and np.any(a.M_[2:, 2:] != 0.0)
+        assert np.all(a.M_[:2, 2:] == 0.0)
+    mixed = [leaf for leaf in dist_k.trees_[0].leaves
+             if np.unique(np.argmax(leaf.X_fit_[:, 2:], axis=1)).size > 1]
+    assert mixed and all(np.any(leaf.M_[2:, 2:] != 0.0) for leaf in mixed)
