@@ -16,6 +16,10 @@ node's projections); ``T`` is tuned on validation data.
 
 Leaves are independent fits: ``fit(..., client=client)`` runs them as tasks on a
 ``dask.distributed`` cluster (the split tree is built first, in the calling process).
+
+Categorical columns (``categorical_features=``) are embedded once for the whole tree
+(:mod:`agop.categorical`); splits, routing and leaves work on the embedded rows, and the
+leaves and split models keep ``M`` block-diagonal over the feature blocks.
 """
 
 from __future__ import annotations
