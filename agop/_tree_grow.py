@@ -21,7 +21,7 @@ from ._lib._compat import array_device, is_numpy_namespace
 from ._lib._validation import namespace_of
 from .estimators import RFMRegressor
 from .solvers import solve_ridge
-from .updates import subsample_rows
+from .updates import block_diagonal, subsample_rows
 
 __all__ = ["fit_leaf"]
 
@@ -73,6 +73,7 @@ class _Grower:
     refill_size: int
     refill_fraction: float
     plan: _Plan = field(default_factory=_Plan)
+    blocks: Any = None  # feature blocks of the embedded columns (categorical features)
 
     def grow(self, train: Any, val: Any) -> int:
         """Add the subtree of the rows ``train`` (of X) and ``val`` (of X_val); its node."""
@@ -161,10 +162,11 @@ class _Grower:
             tr, va = perm[n_val:], perm[:n_val]
             Xt, Yt = xp.take(Xs, tr, axis=0), xp.take(Ys, tr, axis=0)
             Xv, Yv = xp.take(Xs, va, axis=0), xp.take(Ys, va, axis=0)
-        model = RFMRegressor(**{**self.split_params, "random_state": seed})
-        model.fit(Xt, Yt, Xv, Yv)
+        model = _rfm(self.split_params, seed, self.blocks).fit(Xt, Yt, Xv, Yv)
         points = subsample_rows(Xt, model.agop_max_points, seed, 0)
         A = model._predictor().agop(points)
+        if self.blocks is not None:  # the AGOP an update of the split model would keep
+            A = block_diagonal(A, self.blocks)
         return _top_eigenvector(A, xp, rng)
 
     def _leaf_job(self, train: Any, val: Any) -> _Job:
@@ -247,15 +249,28 @@ def _linear_direction(Xs: Any, Ys: Any, xp: Any, rng: np.random.Generator) -> An
 # --------------------------------------------------------------------------- leaves
 
 
+def _rfm(params: dict, random_state: int, blocks: Any) -> RFMRegressor:
+    """An unfitted ``RFMRegressor(**params)`` whose updates keep ``M`` block-diagonal over
+    ``blocks`` (columns embedded by the tree's categorical encoding), when given."""
+    model = RFMRegressor(**{**params, "random_state": random_state})
+    if blocks is not None:
+        model._blocks = tuple(tuple(int(i) for i in b) for b in blocks)
+    return model
+
+
 def _fit_leaf_model(X: Any, Y: Any, X_val: Any, Y_val: Any, rfm_params: dict,
-                    random_state: int) -> RFMRegressor:
-    return RFMRegressor(**{**rfm_params, "random_state": random_state}).fit(X, Y, X_val, Y_val)
+                    random_state: int, blocks: Any = None) -> RFMRegressor:
+    return _rfm(rfm_params, random_state, blocks).fit(X, Y, X_val, Y_val)
 
 
 def fit_leaf(X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None, Y_val: np.ndarray | None,
-             rfm_params: dict, random_state: int) -> tuple[dict, dict]:
+             rfm_params: dict, random_state: int, blocks: Any = None) -> tuple[dict, dict]:
     """Fit one leaf: ``agop.RFMRegressor(**rfm_params, random_state=random_state)`` on
     ``(X, Y)`` with validation data ``(X_val, Y_val)`` (or None).
+
+    ``blocks`` (a list of lists of column indices, or None) keeps the leaf's ``M``
+    block-diagonal over them, as ``AGOPUpdate(blocks=...)`` does: the feature blocks of
+    rows embedded by a tree's categorical encoding (``feature_blocks_``).
 
     A pure function of NumPy arrays and a parameter dict, so it can run anywhere (a
     ``dask.distributed`` task); returns the fitted state ``(arrays, metadata)`` of
@@ -263,7 +278,7 @@ def fit_leaf(X: np.ndarray, Y: np.ndarray, X_val: np.ndarray | None, Y_val: np.n
     """
     from .io import model_state
 
-    return model_state(_fit_leaf_model(X, Y, X_val, Y_val, rfm_params, random_state))
+    return model_state(_fit_leaf_model(X, Y, X_val, Y_val, rfm_params, random_state, blocks))
 
 
 def _leaf_data(X: Any, Y: Any, X_val: Any, Y_val: Any, job: _Job, xp: Any) -> tuple[Any, ...]:
@@ -281,15 +296,16 @@ def _leaf_data(X: Any, Y: Any, X_val: Any, Y_val: Any, job: _Job, xp: Any) -> tu
 
 
 def _fit_leaves(jobs: list[_Job], arrays: tuple[Any, ...], rfm_params: dict, client: Any,
-                verbose: bool) -> list[RFMRegressor]:
+                verbose: bool, blocks: Any = None) -> list[RFMRegressor]:
     """Fit the leaves of ``jobs`` (``arrays = (X, Y, X_val, Y_val)``), in this process or
-    as tasks on a dask client; each leaf's rows are gathered only when it is fitted."""
+    as tasks on a dask client; each leaf's rows are gathered only when it is fitted, and
+    its ``M`` kept block-diagonal over ``blocks`` (when not None)."""
     xp = namespace_of(arrays[0])
     if client is None:
         leaves = []
         for i, job in enumerate(jobs):
             Xl, Yl, Xv, Yv = _leaf_data(*arrays, job, xp)
-            leaves.append(_fit_leaf_model(Xl, Yl, Xv, Yv, rfm_params, job.seed))
+            leaves.append(_fit_leaf_model(Xl, Yl, Xv, Yv, rfm_params, job.seed, blocks))
             logger.log(logging.INFO if verbose else logging.DEBUG,
                        "leaf %d of %d: %d training points", i + 1, len(jobs), Xl.shape[0])
         return leaves
@@ -306,7 +322,8 @@ def _fit_leaves(jobs: list[_Job], arrays: tuple[Any, ...], rfm_params: dict, cli
         data = client.scatter([a for a in (Xl, Yl, Xv, Yv) if a is not None])
         if Xv is None:
             data = [*data, None, None]
-        futures.append(client.submit(fit_leaf, *data, rfm_params, job.seed, pure=False))
+        futures.append(client.submit(fit_leaf, *data, rfm_params, job.seed, blocks,
+                                     pure=False))
     states = client.gather(futures)
     if verbose:
         logger.info("%d leaves fitted on the cluster", len(states))

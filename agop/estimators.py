@@ -208,19 +208,65 @@ def _check_regression_targets(y: Any, xp: Any, X: Any) -> Any:
 
 
 class _EstimatorBase(_Base):
-    """What every agop estimator shares: feature bookkeeping and the predict-time check."""
+    """What every agop estimator shares: feature bookkeeping (the categorical columns of
+    ``categorical_features`` are embedded here, docs/categorical.md) and the predict-time
+    check."""
 
     def _fit_features(self, X: Any) -> tuple[Any, Any, list[str] | None]:
-        """``(xp, X, feature names)`` of training inputs (estimators with categorical
-        columns embed them here)."""
-        return _check_features(X)
+        """Validate the training inputs: ``(xp, X, feature_names)``.  With categorical
+        features, learn their categories and return the embedded rows."""
+        for key in ("_encoding", "categorical_features_", "categories_",
+                    "categorical_embeddings_", "feature_blocks_"):
+            self.__dict__.pop(key, None)
+        self._check_params()
+        if self.categorical_features is None:
+            return _check_features(X)
+        enc = fit_encoding(X, self.categorical_features, self.categorical_vectors,
+                           self.handle_unknown)
+        if not enc.categorical:
+            return _check_features(X)
+        self._encoding = enc
+        self.categorical_features_ = np.asarray(enc.categorical, dtype=np.int64)
+        self.categories_ = list(enc.categories)
+        self.categorical_embeddings_ = list(enc.embeddings)
+        self.feature_blocks_ = [np.asarray(b, dtype=np.int64) for b in enc.blocks]
+        return enc.transform(X)
 
     def _features(self, X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None]:
-        """The same for inputs of a fitted model, or validation data."""
-        return _check_features(X, name)
+        """Validate (and embed) inputs of a fitted model, or validation data."""
+        enc = self._categorical_encoding()
+        if enc is None:
+            return _check_features(X, name)
+        if self.handle_unknown != enc.handle_unknown:  # set_params after fit, as sklearn
+            if self.handle_unknown not in HANDLE_UNKNOWN:
+                raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got "
+                                 f"{self.handle_unknown!r}")
+            enc = dataclasses.replace(enc, handle_unknown=self.handle_unknown)
+            self._encoding = enc
+        return enc.transform(X, name)
 
-    def _categorical_encoding(self) -> Any:
-        return None
+    def _categorical_encoding(self) -> CategoricalEncoding | None:
+        enc = self.__dict__.get("_encoding")
+        if enc is None and hasattr(self, "categorical_features_"):  # e.g. after agop.load
+            cats = tuple(np.asarray(c) for c in self.categories_)
+            enc = CategoricalEncoding(
+                int(self.n_features_in_),
+                tuple(int(i) for i in self.categorical_features_),
+                tuple("str" if c.dtype.kind in "US" else "int" for c in cats),
+                cats,
+                tuple(np.asarray(E, dtype=np.float64) for E in self.categorical_embeddings_),
+                self.handle_unknown,
+            )
+            self._encoding = enc
+        return enc
+
+    def _check_categorical_params(self) -> None:
+        if self.handle_unknown not in HANDLE_UNKNOWN:
+            raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got "
+                             f"{self.handle_unknown!r}")
+        if self.categorical_features is None and self.categorical_vectors:
+            raise ValueError("categorical_vectors needs categorical_features (the columns "
+                             "they embed)")
 
     def _check_predict_input(self, X: Any) -> tuple[Any, Any]:
         """``(xp, X)`` for prediction: a valid 2-D array with the fitted number of features."""
@@ -239,6 +285,11 @@ class _EstimatorBase(_Base):
             self.feature_names_in_ = np.asarray(names, dtype=object)
         elif hasattr(self, "feature_names_in_"):
             del self.feature_names_in_
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(super().__getstate__() or {})
+        state.pop("_encoding", None)  # rebuilt from the fitted attributes
+        return state
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -323,12 +374,7 @@ class _RFMBase(_EstimatorBase):
         vf = self.validation_fraction
         if not isinstance(vf, numbers.Real) or not 0.0 <= vf < 1.0:
             raise ValueError(f"validation_fraction must be in [0, 1), got {vf!r}")
-        if self.handle_unknown not in HANDLE_UNKNOWN:
-            raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got "
-                             f"{self.handle_unknown!r}")
-        if self.categorical_features is None and self.categorical_vectors:
-            raise ValueError("categorical_vectors needs categorical_features (the columns "
-                             "they embed)")
+        self._check_categorical_params()
         if self.tuning_metric is not None and self.tuning_metric not in METRICS:
             raise ValueError(
                 f"tuning_metric must be None or one of {sorted(METRICS)}, got "
@@ -361,8 +407,10 @@ class _RFMBase(_EstimatorBase):
     def _update(self) -> UpdateRule:
         variant = UPDATES[self.update]
         enc = self.__dict__.get("_encoding")
-        # one block per categorical feature (cross blocks 0); nothing to do for a diagonal M
-        blocks = None if enc is None or self.diag or len(enc.blocks) < 2 else enc.blocks
+        # one block per categorical feature (cross blocks 0); nothing to do for a diagonal M.
+        # A model fitted on rows embedded elsewhere (an xRFM leaf) gets them as ``_blocks``.
+        blocks = enc.blocks if enc is not None else self.__dict__.get("_blocks")
+        blocks = None if blocks is None or self.diag or len(blocks) < 2 else blocks
         if variant is not None:
             return FACTUpdate(
                 variant=variant,
@@ -384,54 +432,6 @@ class _RFMBase(_EstimatorBase):
         )
 
     # -- inputs ----------------------------------------------------------------------
-
-    def _fit_features(self, X: Any) -> tuple[Any, Any, list[str] | None]:
-        """Validate the training inputs: ``(xp, X, feature_names)``.  With categorical
-        features, learn their categories and return the embedded rows."""
-        for key in ("_encoding", "categorical_features_", "categories_",
-                    "categorical_embeddings_", "feature_blocks_"):
-            self.__dict__.pop(key, None)
-        self._check_params()
-        if self.categorical_features is None:
-            return _check_features(X)
-        enc = fit_encoding(X, self.categorical_features, self.categorical_vectors,
-                           self.handle_unknown)
-        if not enc.categorical:
-            return _check_features(X)
-        self._encoding = enc
-        self.categorical_features_ = np.asarray(enc.categorical, dtype=np.int64)
-        self.categories_ = list(enc.categories)
-        self.categorical_embeddings_ = list(enc.embeddings)
-        self.feature_blocks_ = [np.asarray(b, dtype=np.int64) for b in enc.blocks]
-        return enc.transform(X)
-
-    def _features(self, X: Any, name: str = "X") -> tuple[Any, Any, list[str] | None]:
-        """Validate (and embed) inputs of a fitted model, or validation data."""
-        enc = self._categorical_encoding()
-        if enc is None:
-            return _check_features(X, name)
-        if self.handle_unknown != enc.handle_unknown:  # set_params after fit, as sklearn
-            if self.handle_unknown not in HANDLE_UNKNOWN:
-                raise ValueError(f"handle_unknown must be one of {HANDLE_UNKNOWN}, got "
-                                 f"{self.handle_unknown!r}")
-            enc = dataclasses.replace(enc, handle_unknown=self.handle_unknown)
-            self._encoding = enc
-        return enc.transform(X, name)
-
-    def _categorical_encoding(self) -> CategoricalEncoding | None:
-        enc = self.__dict__.get("_encoding")
-        if enc is None and hasattr(self, "categorical_features_"):  # e.g. after agop.load
-            cats = tuple(np.asarray(c) for c in self.categories_)
-            enc = CategoricalEncoding(
-                int(self.n_features_in_),
-                tuple(int(i) for i in self.categorical_features_),
-                tuple("str" if c.dtype.kind in "US" else "int" for c in cats),
-                cats,
-                tuple(np.asarray(E, dtype=np.float64) for E in self.categorical_embeddings_),
-                self.handle_unknown,
-            )
-            self._encoding = enc
-        return enc
 
     # -- fitting ---------------------------------------------------------------------
 
@@ -507,9 +507,8 @@ class _RFMBase(_EstimatorBase):
         return m.predict(xp.astype(X, m.centers.dtype))
 
     def __getstate__(self) -> dict[str, Any]:
-        state = dict(self.__dict__)
+        state = super().__getstate__()
         state.pop("_machine", None)
-        state.pop("_encoding", None)
         return state
 
 

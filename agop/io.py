@@ -2,7 +2,8 @@
 
 ``agop.save(model, path)`` writes the fitted arrays (``M_``, ``coef_``, ``X_fit_``,
 ``classes_``; with categorical features their categories and embeddings; for an xRFM
-tree its node arrays and every leaf's arrays) as NumPy arrays
+tree its node arrays, every leaf's arrays and, with categorical features, the tree's
+categories and embeddings) as NumPy arrays
 and everything else (the class, its hyperparameters, the fitted kernel, the history, a
 format version) as a JSON document inside the same file.
 ``agop.load(path)`` reads it back with ``allow_pickle=False``: no pickle is ever involved,
@@ -143,13 +144,6 @@ def model_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     if not hasattr(model, "M_"):
         raise ValueError(f"this {type(model).__name__} is not fitted yet; call fit first")
     arrays, meta = _common_state(model, model.M_)
-    n_cat = len(getattr(model, "categories_", []))
-    if n_cat:
-        arrays["categorical_features_"] = np.asarray(model.categorical_features_, dtype=np.int64)
-        for g in range(n_cat):
-            arrays[f"categories_{g}"] = np.asarray(model.categories_[g])
-            arrays[f"categorical_embeddings_{g}"] = np.asarray(model.categorical_embeddings_[g])
-    meta["n_categorical"] = n_cat
     meta["kernel_"] = model.kernel_.to_dict()
     meta["history_"] = _jsonable(model.history_, "history_")
     return arrays, meta
@@ -189,7 +183,33 @@ def _common_state(model: Any, fitted: Any) -> tuple[dict[str, np.ndarray], dict[
         ),
         **{key: _jsonable(getattr(model, key), key) for key in _SCALARS if hasattr(model, key)},
     }
+    n_cat = len(getattr(model, "categories_", []))
+    if n_cat:
+        arrays["categorical_features_"] = np.asarray(model.categorical_features_, dtype=np.int64)
+        for g in range(n_cat):
+            arrays[f"categories_{g}"] = np.asarray(model.categories_[g])
+            arrays[f"categorical_embeddings_{g}"] = np.asarray(model.categorical_embeddings_[g])
+    meta["n_categorical"] = n_cat
     return arrays, meta
+
+
+def _set_categorical(model: Any, arrays: dict[str, np.ndarray], meta: dict[str, Any],
+                     where: str) -> None:
+    """The categorical attributes :func:`_common_state` saved (none: nothing to do)."""
+    n_cat = meta.get("n_categorical", 0)
+    if not n_cat:
+        return
+    keys = ["categorical_features_"] + [f"{k}_{g}" for g in range(n_cat) for k in
+                                        ("categories", "categorical_embeddings")]
+    missing = [k for k in keys if k not in arrays]
+    if missing:
+        raise ValueError(f"{where} is incomplete: missing arrays {missing}")
+    model.categorical_features_ = arrays["categorical_features_"]
+    model.categories_ = [arrays[f"categories_{g}"] for g in range(n_cat)]
+    model.categorical_embeddings_ = [arrays[f"categorical_embeddings_{g}"]
+                                     for g in range(n_cat)]
+    model.feature_blocks_ = [np.asarray(b, dtype=np.int64)
+                             for b in model._categorical_encoding().blocks]
 
 
 def tree_model_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -215,8 +235,8 @@ def tree_model_state(model: Any) -> tuple[dict[str, np.ndarray], dict[str, Any]]
             "leaves": leaves,
         })
     meta["trees"] = trees
-    meta["format_version"] = max([1] + [leaf.get("format_version", 1) for tree in trees
-                                        for leaf in tree["leaves"]])
+    meta["format_version"] = max([meta["format_version"]] + [
+        leaf.get("format_version", 1) for tree in trees for leaf in tree["leaves"]])
     return arrays, meta
 
 
@@ -229,7 +249,7 @@ def tree_model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *
     trees_meta = meta.get("trees")
     if not isinstance(trees_meta, list) or not trees_meta:
         raise ValueError(f"{where} is incomplete: no trees")
-    model = _new_model(cls, meta, where)
+    model = _new_model(cls, meta, where, arrays)
     trees = []
     for t, tm in enumerate(trees_meta):
         missing = [f"tree{t}.{k}" for k in _TREE_ARRAYS if f"tree{t}.{k}" not in arrays]
@@ -255,6 +275,7 @@ def tree_model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *
     if "classes_" in arrays:
         model.classes_ = arrays["classes_"]
     _set_common(model, meta)
+    _set_categorical(model, arrays, meta, where)
     return model
 
 
@@ -281,19 +302,7 @@ def model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *,
         raise ValueError(f"{where}: the saved kernel is not readable: {exc}") from exc
     model.history_ = meta.get("history_", [])
     _set_common(model, meta)
-    n_cat = meta.get("n_categorical", 0)
-    if n_cat:
-        keys = ["categorical_features_"] + [f"{k}_{g}" for g in range(n_cat) for k in
-                                            ("categories", "categorical_embeddings")]
-        missing = [k for k in keys if k not in arrays]
-        if missing:
-            raise ValueError(f"{where} is incomplete: missing arrays {missing}")
-        model.categorical_features_ = arrays["categorical_features_"]
-        model.categories_ = [arrays[f"categories_{g}"] for g in range(n_cat)]
-        model.categorical_embeddings_ = [arrays[f"categorical_embeddings_{g}"]
-                                         for g in range(n_cat)]
-        model.feature_blocks_ = [np.asarray(b, dtype=np.int64)
-                                 for b in model._categorical_encoding().blocks]
+    _set_categorical(model, arrays, meta, where)
     return model
 
 

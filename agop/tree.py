@@ -16,6 +16,10 @@ node's projections); ``T`` is tuned on validation data.
 
 Leaves are independent fits: ``fit(..., client=client)`` runs them as tasks on a
 ``dask.distributed`` cluster (the split tree is built first, in the calling process).
+
+Categorical columns (``categorical_features=``) are embedded once for the whole tree
+(:mod:`agop.categorical`); splits, routing and leaves work on the embedded rows, and the
+leaves and split models keep ``M`` block-diagonal over the feature blocks.
 """
 
 from __future__ import annotations
@@ -284,6 +288,9 @@ class _TreeBase(_EstimatorBase):
         validation_fraction: float = 0.2,
         random_state: Any = None,
         verbose: bool = False,
+        categorical_features: Any = None,
+        categorical_vectors: Any = None,
+        handle_unknown: str = "error",
     ) -> None:
         self.rfm_params = rfm_params
         self.max_leaf_size = max_leaf_size
@@ -300,10 +307,14 @@ class _TreeBase(_EstimatorBase):
         self.validation_fraction = validation_fraction
         self.random_state = random_state
         self.verbose = verbose
+        self.categorical_features = categorical_features
+        self.categorical_vectors = categorical_vectors
+        self.handle_unknown = handle_unknown
 
     # -- hyperparameters -------------------------------------------------------------
 
     def _check_params(self) -> None:
+        self._check_categorical_params()
         _check_int(self.max_leaf_size, "max_leaf_size", 1)
         _check_int(self.n_trees, "n_trees", 1)
         _check_int(self.refill_size, "refill_size", 0)
@@ -357,13 +368,16 @@ class _TreeBase(_EstimatorBase):
         cap = int(self.split_max_points) if self.split_max_points is not None else min(
             int(self.max_leaf_size), 50_000)
         dev = array_device(X)
+        enc = self._categorical_encoding()
+        # the leaves and split models keep M block-diagonal over the embedded blocks
+        blocks = enc.blocks if enc is not None and len(enc.blocks) > 1 else None
         plans, tuning = [], []
         for t in range(int(self.n_trees)):
             grower = _Grower(
                 X, Y, X_val, xp, _generator(self.random_state, t), int(self.max_leaf_size),
                 self.split_method, split_params, max(cap, 2),
                 float(self.split_validation_fraction), int(self.refill_size),
-                float(self.refill_fraction),
+                float(self.refill_fraction), blocks=blocks,
             )
             val = None if X_val is None else xp.arange(X_val.shape[0], device=dev)
             grower.grow(xp.arange(n, device=dev), val)
@@ -376,7 +390,8 @@ class _TreeBase(_EstimatorBase):
             else:
                 tuning.append((X_val, Y_val))
         jobs = [job for plan in plans for job in plan.jobs]
-        leaves = _fit_leaves(jobs, (X, Y, X_val, Y_val), leaf_params, client, bool(self.verbose))
+        leaves = _fit_leaves(jobs, (X, Y, X_val, Y_val), leaf_params, client, bool(self.verbose),
+                             blocks)
         trees, start = [], 0
         for plan in plans:
             k = len(plan.jobs)
@@ -417,6 +432,21 @@ class _TreeBase(_EstimatorBase):
     def _soft_options(self) -> dict:
         return {"keep_weight_fraction": float(self.keep_weight_fraction),
                 "max_leaves": int(self.max_soft_leaves)}
+
+    @property
+    def feature_importances_(self) -> Any:
+        """Per tree, the mean of the leaves' ``feature_importances_`` (the diagonals of
+        their ``M_``) weighted by the leaves' numbers of training points; averaged over
+        the trees.  ``(d,)``, in embedded coordinates with categorical features."""
+        self._check_fitted()
+        total = None
+        for tree in self.trees_:
+            sizes = [float(leaf.X_fit_.shape[0]) for leaf in tree.leaves]
+            acc = sum(w * leaf.feature_importances_ for w, leaf in zip(sizes, tree.leaves,
+                                                                          strict=True))
+            acc = acc / sum(sizes)
+            total = acc if total is None else total + acc
+        return total / float(len(self.trees_))
 
     # -- prediction ------------------------------------------------------------------
 
@@ -489,6 +519,11 @@ def _check_rfm_params(params: Any, name: str) -> dict:
     if "random_state" in params:
         raise ValueError(f"{name} must not set random_state: the tree's random_state seeds "
                          "every leaf and split")
+    categorical = sorted({"categorical_features", "categorical_vectors",
+                          "handle_unknown"} & set(params))
+    if categorical:
+        raise ValueError(f"{name} must not set {categorical}: pass them to the xRFM estimator, "
+                         "which embeds the categorical columns once for the whole tree")
     params = dict(params)
     RFMRegressor(**params)._check_params()
     return params
@@ -545,6 +580,19 @@ _TREE_DOC = """
         gives the same model.
     verbose : bool
         One ``logging`` line per fitted leaf (logger ``"agop"``).
+    categorical_features : sequence of int, boolean mask (d,) or None
+        Columns of ``X`` holding categories (integer codes or strings), as for
+        :class:`agop.RFMRegressor`: the categories are learned once, on all of the
+        training data, each categorical column is replaced by its embedding (one-hot by
+        default), and the tree is grown, routed and its leaves fitted on the embedded
+        rows; every leaf (and split model) keeps ``M`` block-diagonal, one block for the
+        numerical columns and one per categorical feature (``docs/categorical.md``).
+    categorical_vectors : dict or None
+        ``{{column: embedding}}`` for some categorical columns: an array ``(K, e)`` that
+        embeds the integer codes ``0 .. K-1``, or a dict ``{{category: vector}}``.
+    handle_unknown : {{"error", "ignore"}}, default "error"
+        A category not seen in ``fit`` raises a ``ValueError`` at predict time, or
+        (``"ignore"``) is embedded as the zero vector (and routed and predicted so).
 
     Attributes
     ----------
@@ -554,6 +602,14 @@ _TREE_DOC = """
     n_leaves_ : int
         Number of leaves, over all trees.
     n_features_in_ : int
+        Raw columns of ``X`` (categorical ones included).
+    feature_importances_ : array (d,)
+        The leaves' ``M_`` diagonals, averaged with weights proportional to the leaves'
+        numbers of training points, then averaged over the trees (embedded columns with
+        categorical features).
+    categorical_features_, categories_, categorical_embeddings_, feature_blocks_ : list
+        With categorical features, as for :class:`agop.RFMRegressor`; ``directions``
+        and the leaves' arrays are in the embedded coordinates of ``feature_blocks_``.
 
     Notes
     -----

@@ -477,6 +477,13 @@ def test_leaves_fitted_on_a_dask_cluster_equal_the_in_process_fit():
     kw = {"rfm_params": FAST, "max_leaf_size": 150, "random_state": 3}
     local_r = agop.xRFMRegressor(**kw).fit(X[:500], y[:500])
     local_c = agop.xRFMClassifier(**kw).fit(X[:500], labels[:500])
+    # categorical columns: the leaves on the cluster keep M block-diagonal as well
+    Xk = np.empty((600, 3), dtype=object)
+    Xk[:, :2] = X[:, :2]
+    Xk[:, 2] = np.array(["u", "v", "w"])[rng.integers(0, 3, size=600)]
+    yk = np.sign(X[:, 0]) + X[:, 1] + np.where(Xk[:, 2] == "v", 0.5, 0.0)
+    kw_k = {**kw, "categorical_features": [2]}
+    local_k = agop.xRFMRegressor(**kw_k).fit(Xk[:500], yk[:500])
     # spawned (not forked) worker processes: numba's threading layer does not survive a fork
     with dask.config.set({"distributed.worker.multiprocessing-method": "spawn"}), \
             distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
@@ -484,6 +491,7 @@ def test_leaves_fitted_on_a_dask_cluster_equal_the_in_process_fit():
             distributed.Client(cluster) as client:
         dist_r = agop.xRFMRegressor(**kw).fit(X[:500], y[:500], client=client)
         dist_c = agop.xRFMClassifier(**kw).fit(X[:500], labels[:500], client=client)
+        dist_k = agop.xRFMRegressor(**kw_k).fit(Xk[:500], yk[:500], client=client)
     assert dist_r.n_leaves_ == local_r.n_leaves_ >= 4
     np.testing.assert_allclose(dist_r.predict(X[500:]), local_r.predict(X[500:]),
                                rtol=1e-10, atol=1e-12)
@@ -492,3 +500,12 @@ def test_leaves_fitted_on_a_dask_cluster_equal_the_in_process_fit():
     np.testing.assert_allclose(dist_c.predict_proba(X[500:]), local_c.predict_proba(X[500:]),
                                rtol=1e-10, atol=1e-12)
     assert dist_r.trees_[0].temperature == local_r.trees_[0].temperature
+    np.testing.assert_allclose(dist_k.predict(Xk[500:]), local_k.predict(Xk[500:]),
+                               rtol=1e-10, atol=1e-12)
+    assert dist_k.n_leaves_ == local_k.n_leaves_ >= 2
+    for a, b in zip(dist_k.trees_[0].leaves, local_k.trees_[0].leaves, strict=True):
+        np.testing.assert_allclose(a.M_, b.M_, rtol=1e-10, atol=1e-12)
+        assert np.all(a.M_[:2, 2:] == 0.0)
+    mixed = [leaf for leaf in dist_k.trees_[0].leaves
+             if np.unique(np.argmax(leaf.X_fit_[:, 2:], axis=1)).size > 1]
+    assert mixed and all(np.any(leaf.M_[2:, 2:] != 0.0) for leaf in mixed)
