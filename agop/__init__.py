@@ -30,7 +30,16 @@ from .updates import AGOPUpdate, FACTUpdate, KernelMachine, UpdateRule
 
 __version__ = "0.1.0.dev0"
 
-_LAZY = {"RFMRegressor": "agop.estimators", "RFMClassifier": "agop.estimators"}
+_LAZY = {
+    "RFMRegressor": "agop.estimators",
+    "RFMClassifier": "agop.estimators",
+    "ConvKernel": "agop.conv",
+    "ConvRFMClassifier": "agop.conv",
+    "ConvRFMRegressor": "agop.conv",
+    "DeepConvRFMClassifier": "agop.conv",
+    "PatchAGOPUpdate": "agop.conv",
+    "extract_patches": "agop.conv",
+}
 
 
 def __getattr__(name: str):
@@ -50,6 +59,12 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AGOPUpdate",
+    "ConvKernel",
+    "ConvRFMClassifier",
+    "ConvRFMRegressor",
+    "DeepConvRFMClassifier",
+    "PatchAGOPUpdate",
+    "extract_patches",
     "FACTUpdate",
     "FitResult",
     "KernelMachine",
