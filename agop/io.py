@@ -27,13 +27,23 @@ FORMAT = "agop-model"
 FORMAT_VERSION = 1
 _META = "__agop_meta__"
 _ARRAYS = ("M_", "coef_", "X_fit_", "classes_")
-_SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d")
+_SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d", "image_shape_")
 
 
 def _estimator_classes() -> dict[str, type]:
+    from .conv import ConvRFMClassifier, ConvRFMRegressor
     from .estimators import RFMClassifier, RFMRegressor
 
-    return {"RFMRegressor": RFMRegressor, "RFMClassifier": RFMClassifier}
+    return {"RFMRegressor": RFMRegressor, "RFMClassifier": RFMClassifier,
+            "ConvRFMRegressor": ConvRFMRegressor, "ConvRFMClassifier": ConvRFMClassifier}
+
+
+def _kernel_from_dict(d: dict[str, Any]) -> Any:
+    if d.get("name") == "conv":
+        from .conv import ConvKernel
+
+        return ConvKernel.from_dict(d)
+    return make_kernel(**d)
 
 
 def _jsonable(value: Any, name: str) -> Any:
@@ -69,7 +79,8 @@ def _to_numpy(a: Any) -> np.ndarray:
 
 
 def save(model: Any, path: str | os.PathLike) -> str:
-    """Write a fitted ``RFMRegressor`` / ``RFMClassifier`` to ``path`` (``.npz``).
+    """Write a fitted ``RFMRegressor`` / ``RFMClassifier`` (or their ConvRFM versions)
+    to ``path`` (``.npz``).
 
     Returns the path written (``.npz`` is appended when missing, as NumPy does).
 
@@ -85,7 +96,8 @@ def save(model: Any, path: str | os.PathLike) -> str:
     classes = _estimator_classes()
     name = type(model).__name__
     if name not in classes or not isinstance(model, classes[name]):
-        raise TypeError(f"agop.save takes a fitted RFMRegressor or RFMClassifier, got {name}")
+        raise TypeError("agop.save takes a fitted RFMRegressor or RFMClassifier (or "
+                        f"ConvRFMRegressor / ConvRFMClassifier), got {name}")
     if not hasattr(model, "M_"):
         raise ValueError(f"this {name} is not fitted yet; call fit first")
     arrays: dict[str, np.ndarray] = {}
@@ -180,7 +192,7 @@ def load(path: str | os.PathLike, *, like: Any = None) -> Any:
         setattr(model, key, convert(arrays[key]))
     if "classes_" in arrays:
         model.classes_ = arrays["classes_"]
-    model.kernel_ = make_kernel(**meta["kernel_"])
+    model.kernel_ = _kernel_from_dict(meta["kernel_"])
     model.history_ = meta.get("history_", [])
     for key in _SCALARS:
         if key in meta:

@@ -398,3 +398,19 @@ def test_level_weights_have_covariance_M():
     W = conv.level_weights(M, 20000, np.random.default_rng(0))
     assert_close(W.T @ W, M, rtol=0, atol=0.05 * np.abs(M).max())
     assert to_numpy(W).shape == (20000, 9)
+
+
+@pytest.mark.parametrize("variant", conv.VARIANTS)
+def test_save_load_is_bit_identical(tmp_path, variant):
+    X = _images(24, C=2, H=5, W=5)
+    y = np.where(X[:, 0, 1:3, 1:3].sum(axis=(1, 2)) > 0, "a", "b")
+    clf = agop.ConvRFMClassifier(kernel="gaussian", bandwidth="median", variant=variant,
+                                 padding="circular", iters=1).fit(X, y)
+    back = agop.load(agop.save(clf, tmp_path / "conv"))
+    assert type(back) is agop.ConvRFMClassifier and back.kernel_ == clf.kernel_
+    assert np.array_equal(back.predict_proba(X), clf.predict_proba(X))
+    assert np.array_equal(back.predict(X), clf.predict(X))
+    assert np.array_equal(back.filters_(), clf.filters_())
+    reg = agop.ConvRFMRegressor(bandwidth=3.0, iters=1).fit(X[:, 0], X[:, 0, 2, 2])
+    back = agop.load(agop.save(reg, tmp_path / "reg"))
+    assert np.array_equal(back.predict(X[:, 0]), reg.predict(X[:, 0]))
