@@ -69,6 +69,37 @@ def test_patches_equal_torch_unfold(padding):
     assert torch.equal(out, ref)
 
 
+def test_patches_registry_truth_table():
+    """NumPy and torch CPU get the compiled loop; autograd inputs and other libraries the
+    generic gather; forcing the loop on them says why not."""
+    from agop import _backends
+    from agop._backends import DispatchContext
+
+    def ctx(namespace="numpy", device="cpu", **kw):
+        return DispatchContext(op="patches", namespace=namespace, device=device,
+                               dtype="float64", kernel=None, metric="identity", **kw)
+
+    assert _backends.select("patches", ctx()).backend == "numba_cpu"
+    assert _backends.select("patches", ctx("torch")).backend == "numba_cpu"
+    assert _backends.select("patches", ctx("torch", requires_grad=True)).backend == "generic"
+    strict = ctx("array_api_strict", "CPU_DEVICE")
+    assert _backends.select("patches", strict).backend == "generic"
+    with pytest.raises(ValueError, match="NumPy arrays or torch CPU tensors"):
+        _backends.select("patches", strict, "numba_cpu")
+
+
+def test_patches_are_differentiable_by_torch():
+    torch = pytest.importorskip("torch")
+    X = torch.from_numpy(_images(2)).requires_grad_(True)
+    P = agop.extract_patches(X, 3)
+    P.sum().backward()  # each pixel appears in as many patches as cover it
+    counts = np.zeros((5, 6))
+    for r in range(5):
+        for c in range(6):
+            counts[max(r - 1, 0):r + 2, max(c - 1, 0):c + 2] += 1
+    assert np.array_equal(X.grad.numpy(), np.broadcast_to(counts, (2, 2, 5, 6)))
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [
@@ -142,6 +173,16 @@ def test_conv_kernel_namespaces(xp):
     ref = k.build(Z, coef).predict(X)
     out = k.build(xp.asarray(Z), xp.asarray(coef)).predict(xp.asarray(X))
     assert_close(out, ref, rtol=1e-10, atol=1e-13, xp=xp, dtype=xp.float64)
+
+
+@pytest.mark.parametrize("variant", conv.VARIANTS)
+def test_float32_is_kept(variant):
+    X = _images(6).astype(np.float32)
+    Y = np.ones((6, 1), dtype=np.float32)
+    k = conv.ConvKernel(agop.Laplace(2.0), (2, 5, 6), variant=variant)
+    f, _ = k.solve(X.reshape(6, -1), Y, None, 1e-2)
+    assert f.coef.dtype == np.float32 and f.predict(X).dtype == np.float32
+    assert f.agop(X).dtype == np.float32 and f.grads(X).dtype == np.float32
 
 
 def test_conv_kernel_validates():
@@ -243,7 +284,6 @@ def test_fit_feature_machine_runs_the_conv_machine():
                                    keep_M=True, reg=1e-2)
     assert res.M.shape == (18, 18) and len(res.history) == 3
     M1 = res.history[1]["M"]
-    f0 = k.build(X, np.zeros((12, 1)))
     f0, _ = k.solve(X.reshape(12, -1), Y, None, 1e-2)
     A = f0.agop(X)
     assert_close(M1, A / np.linalg.norm(A), rtol=1e-9, atol=1e-12)
