@@ -343,7 +343,7 @@ def test_estimator_keeps_torch_namespace():
 def _digits(n_train, n_test=600, seed=0):
     ds = load_dataset("digits")
     idx = np.random.default_rng(seed).permutation(len(ds.y))
-    X = ds.X / 16.0
+    X = (ds.X / 16.0).astype(np.float32)  # float32: the vectorized compiled loops
     tr, te = idx[:n_train], idx[n_train:n_train + n_test]
     return X[tr], ds.y[tr], X[te], ds.y[te]
 
@@ -386,8 +386,8 @@ def test_learned_digit_filters_are_oriented(digits_models):
 
 
 def pattern_images(n, size=10, amplitude=2.0, seed=0):
-    """Gaussian noise images; class 1 has a fixed 3 x 3 checkerboard added at a uniformly
-    random position."""
+    """Gaussian noise images (float32); class 1 has a fixed 3 x 3 checkerboard added at a
+    uniformly random position."""
     rng = np.random.default_rng(seed)
     X = rng.normal(size=(n, size, size))
     y = rng.integers(0, 2, size=n)
@@ -395,7 +395,7 @@ def pattern_images(n, size=10, amplitude=2.0, seed=0):
     for i in np.flatnonzero(y):
         r, c = rng.integers(0, size - 2, size=2)
         X[i, r:r + 3, c:c + 3] += pattern
-    return X, y
+    return X.astype(np.float32), y
 
 
 @pytest.mark.slow
