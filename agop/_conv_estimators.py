@@ -51,8 +51,7 @@ def _image_array(X: Any, name: str) -> Any:
 
 
 def _flat(X: Any) -> Any:
-    xp = namespace_of(X) if is_array(X) and not isinstance(X, np.ndarray) else np
-    return xp.reshape(X, (X.shape[0], -1))
+    return namespace_of(X).reshape(X, (X.shape[0], -1))
 
 
 def _shape_of(X: Any) -> tuple[int, int, int]:

@@ -242,10 +242,6 @@ def _repeat_coef(coef: Any, P: int, xp: Any) -> Any:
     return xp.reshape(xp.broadcast_to(coef[:, None, :], (m, P, c)), (m * P, c))
 
 
-def _image_plan(n: int, bytes_per_image: int):
-    return plan_blocks(n, bytes_per_image)
-
-
 def _conv_matrix(kern: ConvKernel, Xp: Any, Zp: Any) -> Any:
     """``(n, m)`` kernel matrix from mapped patches ``Xp (n, P, d)``, ``Zp (m, P, d)``."""
     xp = namespace_of(Xp, Zp)
@@ -261,7 +257,7 @@ def _conv_matrix(kern: ConvKernel, Xp: Any, Zp: Any) -> Any:
     Zr = _rows(Zp, xp)
     itemsize = 8 if Xp.dtype == xp.float64 else 4
     blocks = []
-    for i0, i1 in _image_plan(n, 2 * P * m * P * itemsize):
+    for i0, i1 in plan_blocks(n, 2 * P * m * P * itemsize):
         Kb = kernel_matrix(base, _rows(Xp[i0:i1], xp), Zr)  # (b P, m P)
         Kb = xp.reshape(Kb, (i1 - i0, P, m, P))
         blocks.append(xp.sum(xp.sum(Kb, axis=3), axis=1))
@@ -345,7 +341,7 @@ class ConvKernelMachine:
         inside = bool(diag) and self.fmap.metric != "full"
         acc = AGOPAccumulator(centering=centering, diag=inside, xp=xp)
         itemsize = 8 if Xp.dtype == xp.float64 else 4
-        for i0, i1 in _image_plan(m, 3 * P * c * d * itemsize):
+        for i0, i1 in plan_blocks(m, 3 * P * c * d * itemsize):
             G = _conv_grads(self.kernel, Xp[i0:i1], self.centers_mapped, self.coef)
             acc.add(xp.reshape(G, ((i1 - i0) * P, c, d)))
         return self.fmap.agop_back(acc.finish() * float(P), bool(diag))
@@ -398,14 +394,14 @@ def random_conv_features(X: Any, weights: Any, grid: PatchGrid, *, relu: bool = 
 
 
 def level_weights(M: Any, width: int, rng: np.random.Generator) -> Any:
-    """Random filters ``G M^{1/2}`` (``G`` i.i.d. N(0, 1/width), ``width x d``) in the
-    namespace and device of ``M`` (SPEC §4.4; the ``1/width`` variance keeps
-    ``E |W x_p|^2 = x_p^T M x_p``)."""
+    """Random filters ``G M^{1/2}`` (``G`` i.i.d. N(0, 1/width), ``width x d``) for a
+    ``(d, d)`` PSD ``M``, in its namespace and device (SPEC §4.4; the ``1/width``
+    variance keeps ``E |W x_p|^2 = x_p^T M x_p``)."""
     xp = namespace_of(M)
-    d = M.shape[0]
-    fmap = feature_map(M, d, xp, M.dtype)
-    S = fmap.S if fmap.metric == "full" else xp.eye(d, dtype=M.dtype, device=array_device(M))
-    G = rng.normal(size=(width, d)) / np.sqrt(width)
+    if not is_array(M) or M.ndim != 2:
+        raise ValueError("level_weights needs a square (d, d) feature matrix M")
+    S = feature_map(M, M.shape[0], xp, M.dtype).S  # the symmetric square root
+    G = rng.normal(size=(width, M.shape[0])) / np.sqrt(width)
     return xp.asarray(G, dtype=M.dtype, device=array_device(M)) @ S
 
 

@@ -318,6 +318,10 @@ def test_estimator_conventions_and_validation():
         agop.ConvRFMClassifier(solver="pcg").fit(X, y)
     with pytest.raises(ValueError, match="n_filters"):
         clf.filters_(10)
+    with pytest.raises(TypeError, match="strings"):
+        agop.ConvRFMClassifier().fit(np.full((4, 5, 5), "a"), [0, 1, 0, 1])
+    with pytest.raises(ValueError, match="X_val holds images of shape"):
+        agop.ConvRFMClassifier().fit(X, y, X[:, :4], y)
 
 
 def test_regressor_with_validation_and_median_bandwidth():
@@ -438,6 +442,8 @@ def test_level_weights_have_covariance_M():
     W = conv.level_weights(M, 20000, np.random.default_rng(0))
     assert_close(W.T @ W, M, rtol=0, atol=0.05 * np.abs(M).max())
     assert to_numpy(W).shape == (20000, 9)
+    with pytest.raises(ValueError, match="square"):
+        conv.level_weights(np.ones(9), 4, np.random.default_rng(0))
 
 
 @pytest.mark.parametrize("variant", conv.VARIANTS)
