@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import agop
 from agop import conv
@@ -40,6 +42,20 @@ def test_patches_match_naive_loop(xp, padding, stride, q):
     ref = np.array([naive.image_patches(x, q, stride, padding) for x in X])
     out = agop.extract_patches(xp.asarray(X), q, stride=stride, padding=padding)
     assert_close(out, ref, rtol=0, atol=0, xp=xp, dtype=xp.float64)
+
+
+@given(
+    n=st.integers(1, 3), C=st.integers(1, 3), H=st.integers(1, 7), W=st.integers(1, 7),
+    half=st.integers(0, 2), stride=st.integers(1, 3),
+    padding=st.sampled_from(conv.PADDINGS), backend=st.sampled_from(["generic", "numba_cpu"]),
+)
+def test_patches_match_naive_loop_on_drawn_shapes(n, C, H, W, half, stride, padding, backend):
+    q = min(2 * half + 1, H, W)
+    q -= 1 - q % 2  # odd and at most min(H, W)
+    X = np.random.default_rng(n * 100 + H * 10 + W).normal(size=(n, C, H, W))
+    ref = np.array([naive.image_patches(x, q, stride, padding) for x in X])
+    out = agop.extract_patches(X, q, stride=stride, padding=padding, backend=backend)
+    assert out.shape == ref.shape and np.array_equal(out, ref)
 
 
 @pytest.mark.parametrize("padding", conv.PADDINGS)
@@ -255,6 +271,8 @@ def test_patch_grads_and_agop_equal_torch_autograd(kernel, variant, padding):
     assert_close(f.agop(X), G.T @ G / m, rtol=1e-8, atol=1e-12)  # mean over images
     Gc = (ref - ref.mean(axis=(0, 1))).reshape(-1, d)
     assert_close(f.agop(X, centering="per_output"), Gc.T @ Gc / m, rtol=1e-8, atol=1e-12)
+    Gp = G - G.mean(axis=0)
+    assert_close(f.agop(X, centering="pooled"), Gp.T @ Gp / m, rtol=1e-8, atol=1e-12)
 
 
 def test_patch_agop_update_normalizes_and_subsamples():
@@ -435,6 +453,17 @@ def test_deep_convrfm_levels():
     assert_close(feats, np.transpose(P @ W.T, (0, 2, 1)).reshape(3, 4, 8, 8), **F64)
     with pytest.raises(ValueError, match="levels must be an int"):
         agop.DeepConvRFMClassifier(levels=0).fit(Xtr.reshape(-1, 8, 8), ytr)
+
+
+def test_deep_convrfm_keeps_torch_namespace():
+    torch = pytest.importorskip("torch")
+    Xtr, ytr, _, _ = _digits(40, 1)
+    X = torch.from_numpy(Xtr.reshape(-1, 8, 8))
+    deep = agop.DeepConvRFMClassifier(levels=2, width=3, iters=1, random_state=0).fit(X, ytr)
+    assert isinstance(deep.weights_[0], torch.Tensor)
+    assert isinstance(deep.transform_levels(X[:2])[1], torch.Tensor)
+    assert isinstance(deep.predict_proba(X[:2]), torch.Tensor)
+    assert deep.score(X, ytr) > 0.8
 
 
 def test_level_weights_have_covariance_M():
