@@ -30,6 +30,7 @@ from .estimators import (
     _Base,
     _ClassifierMixin,
     _median_distance,
+    _to_host,
 )
 from .kernels import Kernel
 from .updates import UpdateRule
@@ -225,7 +226,7 @@ class _ConvRFMBase:
         k = d if n_filters is None else int(n_filters)
         if not 1 <= k <= d:
             raise ValueError(f"n_filters must be in [1, {d}], got {n_filters!r}")
-        order = xp.asarray(np.argsort(-np.asarray(_host(evals)))[:k],
+        order = xp.asarray(np.argsort(-_to_host(evals))[:k],
                            device=array_device(evecs))
         top = xp.take(evecs, order, axis=1)  # (d, k)
         C = self.image_shape_[0]
@@ -237,12 +238,6 @@ class _ConvRFMBase:
         tags.input_tags.two_d_array = False
         tags.input_tags.three_d_array = True
         return tags
-
-
-def _host(a: Any) -> np.ndarray:
-    from .testing import to_numpy
-
-    return to_numpy(a)
 
 
 class ConvRFMRegressor(_ConvRFMBase, RFMRegressor):
