@@ -35,6 +35,12 @@ _LAZY = {
     "RFMClassifier": "agop.estimators",
     "xRFMRegressor": "agop.tree",
     "xRFMClassifier": "agop.tree",
+    "ConvKernel": "agop.conv",
+    "ConvRFMClassifier": "agop.conv",
+    "ConvRFMRegressor": "agop.conv",
+    "DeepConvRFMClassifier": "agop.conv",
+    "PatchAGOPUpdate": "agop.conv",
+    "extract_patches": "agop.conv",
 }
 
 
@@ -55,6 +61,12 @@ def __dir__() -> list[str]:
 
 __all__ = [
     "AGOPUpdate",
+    "ConvKernel",
+    "ConvRFMClassifier",
+    "ConvRFMRegressor",
+    "DeepConvRFMClassifier",
+    "PatchAGOPUpdate",
+    "extract_patches",
     "FACTUpdate",
     "FitResult",
     "KernelMachine",

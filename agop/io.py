@@ -43,16 +43,26 @@ _CATEGORICAL_PARAMS = {"categorical_features": None, "categorical_vectors": None
                        "handle_unknown": "error"}
 _META = "__agop_meta__"
 _ARRAYS = ("M_", "coef_", "X_fit_", "classes_")
-_SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d", "n_leaves_")
+_SCALARS = ("n_features_in_", "n_iter_", "best_iter_", "_y_1d", "n_leaves_", "image_shape_")
 _TREE_ARRAYS = ("children", "split", "leaf", "directions", "thresholds", "scales")
 
 
 def _estimator_classes() -> dict[str, type]:
+    from .conv import ConvRFMClassifier, ConvRFMRegressor
     from .estimators import RFMClassifier, RFMRegressor
     from .tree import xRFMClassifier, xRFMRegressor
 
     return {"RFMRegressor": RFMRegressor, "RFMClassifier": RFMClassifier,
-            "xRFMRegressor": xRFMRegressor, "xRFMClassifier": xRFMClassifier}
+            "xRFMRegressor": xRFMRegressor, "xRFMClassifier": xRFMClassifier,
+            "ConvRFMRegressor": ConvRFMRegressor, "ConvRFMClassifier": ConvRFMClassifier}
+
+
+def _kernel_from_dict(d: dict[str, Any]) -> Any:
+    if d.get("name") == "conv":
+        from .conv import ConvKernel
+
+        return ConvKernel.from_dict(d)
+    return make_kernel(**d)
 
 
 def _jsonable(value: Any, name: str) -> Any:
@@ -297,7 +307,7 @@ def model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *,
     if "classes_" in arrays:
         model.classes_ = arrays["classes_"]
     try:
-        model.kernel_ = make_kernel(**meta["kernel_"])
+        model.kernel_ = _kernel_from_dict(meta["kernel_"])
     except (KeyError, TypeError, ValueError) as exc:
         raise ValueError(f"{where}: the saved kernel is not readable: {exc}") from exc
     model.history_ = meta.get("history_", [])
@@ -332,7 +342,7 @@ def _set_common(model: Any, meta: dict[str, Any]) -> None:
 
 def save(model: Any, path: str | os.PathLike) -> str:
     """Write a fitted ``RFMRegressor`` / ``RFMClassifier`` / ``xRFMRegressor`` /
-    ``xRFMClassifier`` to ``path`` (``.npz``).
+    ``xRFMClassifier`` / ``ConvRFMRegressor`` / ``ConvRFMClassifier`` to ``path`` (``.npz``).
 
     Returns the path written (``.npz`` is appended when missing, as NumPy does).
 
@@ -350,7 +360,7 @@ def save(model: Any, path: str | os.PathLike) -> str:
     if name not in classes or not isinstance(model, classes[name]):
         raise TypeError(
             "agop.save takes a fitted RFMRegressor or RFMClassifier (or xRFMRegressor / "
-            f"xRFMClassifier), got {name}"
+            f"xRFMClassifier, ConvRFMRegressor / ConvRFMClassifier), got {name}"
         )
     if name.startswith("xRFM"):
         arrays, meta = tree_model_state(model)

@@ -27,7 +27,7 @@ from ._lib._compat import array_device
 from ._lib._validation import as_float_array, check_real_scalar, namespace_of
 from .kernels import Kernel
 from .solvers import SOLVERS, SolveInfo, solve_kernel_ridge
-from .updates import AGOPUpdate, KernelMachine, UpdateRule
+from .updates import AGOPUpdate, KernelMachine, MachineKernel, UpdateRule
 
 __all__ = ["METRICS", "FitResult", "fit_feature_machine", "score"]
 
@@ -139,7 +139,9 @@ def fit_feature_machine(
         Training inputs (any Array-API namespace; every result stays in it).
     Y : array, shape (n, c) or (n,)
         Training targets (one-hot or 0/1 columns for classification).
-    kernel : agop.kernels.Kernel
+    kernel : agop.kernels.Kernel or agop.updates.MachineKernel
+        A kernel of rows, or a kernel that builds its own machine (e.g.
+        :class:`agop.conv.ConvKernel` on flattened images).
     update : UpdateRule, default ``AGOPUpdate()``
         Makes ``M_{t+1}`` from ``f_t``.
     iters : int >= 0
@@ -186,7 +188,7 @@ def fit_feature_machine(
     >>> sorted(int(i) for i in top)
     [0, 1, 5]
     """
-    if not isinstance(kernel, Kernel):
+    if not isinstance(kernel, Kernel | MachineKernel):
         raise TypeError(f"kernel must be an agop kernel object, got {type(kernel).__name__}")
     update = AGOPUpdate() if update is None else update
     if not isinstance(update, UpdateRule):
@@ -279,6 +281,8 @@ def fit_feature_machine(
 
 
 def _solve(kernel, X, Y, M, reg, solver, coef0, rng) -> tuple[KernelMachine, SolveInfo]:
+    if isinstance(kernel, MachineKernel):
+        return kernel.solve(X, Y, M, reg, solver=solver, coef0=coef0, random_state=rng)
     proto = KernelMachine.build(kernel, X, None, M)
     coef, info = solve_kernel_ridge(
         kernel, proto.centers_mapped, Y, reg, solver=solver, coef0=coef0, random_state=rng

@@ -29,6 +29,7 @@ __all__ = [
     "AGOPUpdate",
     "FACTUpdate",
     "KernelMachine",
+    "MachineKernel",
     "UpdateRule",
     "block_diagonal",
     "finish_matrix",
@@ -98,6 +99,28 @@ class KernelMachine:
             X = self.centers
         return fact_mapped(self.kernel, X, self.fmap, self.centers_mapped, self.coef, alpha,
                            diag=diag)
+
+
+class MachineKernel:
+    """A kernel that builds and solves its own kernel machine.
+
+    For kernels on structured inputs, such as the convolutional kernels of
+    :mod:`agop.conv` on flattened images, whose machine is not ``sum_j coef_j k_M(x, x_j)``
+    with ``M`` acting on the rows themselves.  The loop of :func:`agop.fit_feature_machine`
+    calls ``kernel.solve(X, Y, M, reg, solver=, coef0=, random_state=)`` (returning the
+    machine and its :class:`agop.solvers.SolveInfo`) where it would otherwise build a
+    :class:`KernelMachine` and solve by :func:`agop.solvers.solve_kernel_ridge`; the machine
+    offers ``predict``, ``coef``, ``M`` and what its update rule needs (e.g. ``agop``).
+    """
+
+    def build(self, centers: Any, coef: Any, M: Any = None) -> Any:
+        """The machine with these centers, coefficients and feature matrix."""
+        raise NotImplementedError
+
+    def solve(self, X: Any, Y: Any, M: Any, reg: float, *, solver: str = "auto",
+              coef0: Any = None, random_state: Any = None) -> tuple[Any, Any]:
+        """Fit the coefficients by kernel ridge regression: ``(machine, SolveInfo)``."""
+        raise NotImplementedError
 
 
 class UpdateRule:

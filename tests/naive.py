@@ -157,3 +157,34 @@ def fact(kernel, X, Z, coef, M=None, alpha=None):
         for ell in range(G.shape[1]):
             F += alpha[i, ell] * np.outer(G[i, ell], x)
     return F / len(X)
+
+
+def image_patches(img, q, stride=1, padding="zero"):
+    """Patches of one image (C, H, W) by explicit loops over an ``np.pad``-ded copy:
+    a list of vectors laid out (channel, row offset, column offset), row-major over
+    positions."""
+    img = np.asarray(img, float)
+    C, H, W = img.shape
+    pad = 0 if padding is None else q // 2
+    mode = {"zero": "constant", "circular": "wrap", None: "constant"}[padding]
+    padded = np.pad(img, ((0, 0), (pad, pad), (pad, pad)), mode=mode)
+    out = []
+    for r in range(0, H + 2 * pad - q + 1, stride):
+        for s in range(0, W + 2 * pad - q + 1, stride):
+            v = []
+            for c in range(C):
+                for di in range(q):
+                    for dj in range(q):
+                        v.append(padded[c, r + di, s + dj])
+            out.append(np.array(v))
+    return out
+
+
+def conv_kernel_value(kernel, x, z, M, q, stride=1, padding="zero", variant="aligned"):
+    """The convolutional kernel of two images from its definition: the mean of the base
+    kernel over aligned patch pairs, or over all pairs of patches."""
+    px, pz = image_patches(x, q, stride, padding), image_patches(z, q, stride, padding)
+    Mf = full_M(M, len(px[0]))
+    if variant == "aligned":
+        return sum(kernel_value(kernel, a, b, Mf) for a, b in zip(px, pz, strict=True)) / len(px)
+    return sum(kernel_value(kernel, a, b, Mf) for a in px for b in pz) / len(px) ** 2

@@ -50,6 +50,8 @@ _AUTO_GATES: dict[str, Callable[[DispatchContext], bool]] = {
 }
 
 OPS = ("kernel_matrix", "kernel_mv", "predictor_grads", "agop")
+#: ops on data that involve no kernel (``ctx.kernel`` is ``None``): patch extraction
+DATA_OPS = ("patches",)
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,7 @@ class Implementation:
     requirement: str
 
 
-_REGISTRY: dict[str, list[Implementation]] = {op: [] for op in OPS}
+_REGISTRY: dict[str, list[Implementation]] = {op: [] for op in OPS + DATA_OPS}
 _loaded: set[str] = set()
 
 
@@ -95,7 +97,7 @@ def register(
     caller forces this backend on inputs it cannot take.
     """
     if op not in _REGISTRY:
-        raise ValueError(f"unknown op {op!r}; ops: {OPS}")
+        raise ValueError(f"unknown op {op!r}; ops: {OPS + DATA_OPS}")
     impls = [i for i in _REGISTRY[op] if i.backend != backend]
     impls.append(Implementation(op, backend, func, is_usable_for, priority, requirement))
     impls.sort(key=lambda i: -i.priority)

@@ -38,6 +38,7 @@ __all__ = [
     "agop",
     "kernel_matrix",
     "kernel_mv",
+    "patches",
     "predictor_grads",
     "symmetric_kernel_matrix",
     "symmetric_matvec",
@@ -552,6 +553,31 @@ def agop(
     return _from_numpy(np.ascontiguousarray(acc.finish()), xp)
 
 
+# --------------------------------------------------------------------------- patches
+
+
+@njit(parallel=True, cache=True)
+def _patch_loop(X, index, out):  # pragma: no cover - jitted
+    """``out[i, p, c*k + o] = X[i, c, index[p, o]]`` (0 where the index is ``H*W``)."""
+    n, C, hw = X.shape
+    P, k = index.shape
+    for i in prange(n):
+        for p in range(P):
+            for c in range(C):
+                for o in range(k):
+                    src = index[p, o]
+                    out[i, p, c * k + o] = X[i, c, src] if src < hw else 0.0
+
+
+def patches(X: Any, index: Any, *, xp: Any) -> Any:
+    """Patches ``(n, P, C*k)`` of images ``(n, C, H*W)`` (see ``agop._generic.patches``)."""
+    Xn = _to_numpy(X)
+    idx = np.ascontiguousarray(np.asarray(index), dtype=np.int64)
+    out = np.empty((Xn.shape[0], idx.shape[0], Xn.shape[1] * idx.shape[1]), dtype=Xn.dtype)
+    _patch_loop(Xn, idx, out)
+    return _from_numpy(out, xp)
+
+
 # --------------------------------------------------------------------------- registry
 
 _KERNEL_NAMES = frozenset(
@@ -583,3 +609,20 @@ for _op in OPS:
         _op, "numba_cpu", globals()[_op], is_usable_for=is_usable_for, priority=10,
         requirement=_REQUIREMENT,
     )
+
+
+def _data_usable_for(ctx: DispatchContext) -> bool:
+    """NumPy arrays or torch CPU tensors (not requiring grad), float32/float64."""
+    return (
+        ctx.namespace in ("numpy", "torch")
+        and str(ctx.device) == "cpu"
+        and ctx.dtype in ("float32", "float64")
+        and not ctx.requires_grad
+    )
+
+
+register(
+    "patches", "numba_cpu", patches, is_usable_for=_data_usable_for, priority=10,
+    requirement="NumPy arrays or torch CPU tensors that do not require grad, float32 or "
+    "float64",
+)

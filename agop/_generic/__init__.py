@@ -8,6 +8,7 @@ from ._kernel_ops import (
     pairwise_grads,
     predictor_grads,
 )
+from ._patches import patches
 
 __all__ = [
     "AGOPAccumulator",
@@ -15,5 +16,6 @@ __all__ = [
     "kernel_matrix",
     "kernel_mv",
     "pairwise_grads",
+    "patches",
     "predictor_grads",
 ]
