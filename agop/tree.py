@@ -56,8 +56,9 @@ __all__ = [
 #: principal component, a random direction, ridge-regression coefficients
 SPLIT_METHODS = ("agop", "pca", "random", "linear")
 
-#: temperatures tried on the validation data (0 is hard routing), SPEC §10.4
-TEMPERATURES = (0.0, *(float(t) for t in np.logspace(0.025, 4.5, 20)))
+#: temperatures tried on the validation data (0 is hard routing): xRFM's grid, 20 values
+#: geometrically spaced from 0.025 to 4.5 (multiples of each node's IQR), SPEC §10.4
+TEMPERATURES = (0.0, *(float(t) for t in np.geomspace(0.025, 4.5, 20)))
 
 #: the temperature is tuned on at most this many validation points (a random subset
 #: above it): every point of the tuning set evaluates up to min(n_leaves, 12 * 20) leaves
@@ -531,8 +532,8 @@ _TREE_DOC = """
     temperature : "auto" or float >= 0, default "auto"
         Routing temperature; "auto" tunes it on the validation data (at most
         ``agop.tree.TUNING_MAX_POINTS`` = 20 000 of them, a random subset above) over
-        ``agop.tree.TEMPERATURES`` (0, hard routing, and 20 values from 10^0.025 to
-        10^4.5), hard routing without validation data.
+        ``agop.tree.TEMPERATURES`` (0, hard routing, and 20 values geometrically
+        spaced from 0.025 to 4.5, as in xRFM), hard routing without validation data.
     keep_weight_fraction : float in (0, 1], default 0.99
     max_soft_leaves : int, default 12
         Soft routing keeps the fewest heaviest leaves covering this fraction of a point's

@@ -287,6 +287,16 @@ def test_temperature_is_tuned_on_validation(soft_model):
     assert fixed.trees_[0].temperature == 0.5
 
 
+def test_temperature_grid_is_the_xrfm_grid_from_0_025_to_4_5():
+    # xRFM's DEFAULT_TEMP_TUNING_SPACE: 0 (hard) and 20 geometrically spaced temperatures
+    # from 0.025 to 4.5 (multiples of each node's IQR); SPEC §10.4
+    T = np.asarray(tree_mod.TEMPERATURES)
+    assert T.shape == (21,) and T[0] == 0.0
+    assert T[1] == pytest.approx(0.025, rel=1e-12) and T[-1] == pytest.approx(4.5, rel=1e-12)
+    ratios = T[2:] / T[1:-1]
+    np.testing.assert_allclose(ratios, (4.5 / 0.025) ** (1 / 19), rtol=1e-12)
+
+
 def test_temperature_tuning_uses_a_capped_validation_subset(reg_data, monkeypatch):
     X, y = reg_data
     seen = []
