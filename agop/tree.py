@@ -526,7 +526,7 @@ _TREE_DOC = """
     split_validation_fraction : float, default 0.05
         Part of the subsample the split model holds out for validation.
     refill_size, refill_fraction : int, float, default 1500, 0.2
-        A leaf with at most ``refill_size`` validation points moves
+        A leaf below a split with at most ``refill_size`` validation points moves
         ``min(refill_size - n_val, refill_fraction * n_train)`` random training points
         into its validation set (only when there are validation data).
     temperature : "auto" or float >= 0, default "auto"

@@ -182,6 +182,18 @@ def test_validation_refill_moves_training_points():
     assert g2.plan.jobs[0].moved is None and g2.plan.jobs[0].train.shape[0] == 500
 
 
+def test_a_tree_that_never_splits_refills_nothing():
+    # xRFM refills a leaf's validation set only after a split: a one-leaf tree is the
+    # leaf RFM on all the training points with the given validation data
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 3))
+    y = X[:, 0] - X[:, 1]
+    m = agop.xRFMRegressor(rfm_params=FAST, max_leaf_size=1000, random_state=0).fit(
+        X[:200], y[:200], X[200:], y[200:])
+    (leaf,) = m.trees_[0].leaves
+    np.testing.assert_array_equal(leaf.X_fit_, X[:200])
+
+
 # --------------------------------------------------------------------------- routing
 
 
