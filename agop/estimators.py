@@ -503,7 +503,7 @@ def _median_distance(X: Any, xp: Any, random_state: Any, max_points: int = 1000)
     """Median distance between distinct points of (a subsample of) ``X``."""
     n = X.shape[0]
     if n > max_points:
-        rng = np.random.default_rng(random_state if isinstance(random_state, int) else None)
+        rng = np.random.default_rng(_int_seed(random_state))
         idx = np.sort(rng.choice(n, size=max_points, replace=False))
         X = xp.take(X, xp.asarray(idx, device=array_device(X)), axis=0)
     sq = xp.sum(X * X, axis=1)
@@ -520,6 +520,13 @@ def _median_distance(X: Any, xp: Any, random_state: Any, max_points: int = 1000)
     return float(np.median(vals))
 
 
+def _int_seed(random_state: Any) -> int | None:
+    """An int seed (Python or NumPy integer) as an int; anything else None."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return None
+
+
 def _to_host(a: Any) -> np.ndarray:
     from .testing import to_numpy
 
@@ -528,7 +535,7 @@ def _to_host(a: Any) -> np.ndarray:
 
 def _split(X, Y, fraction, random_state, stratify, xp):
     n = X.shape[0]
-    rng = np.random.default_rng(random_state if isinstance(random_state, int) else None)
+    rng = np.random.default_rng(_int_seed(random_state))
     n_val = max(1, int(round(fraction * n)))
     if stratify is not None:
         idx_val = []

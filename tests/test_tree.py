@@ -331,6 +331,9 @@ def test_ensemble_averages_the_trees_and_seeds_make_it_reproducible(reg_data):
     assert not np.array_equal(to_numpy(m.trees_[0].directions), to_numpy(m.trees_[1].directions))
     again = agop.xRFMRegressor(**kw).fit(X[:700], y[:700])
     np.testing.assert_array_equal(again.predict(X[700:]), m.predict(X[700:]))
+    # a NumPy integer seed (as parameter grids built with numpy give) is the same seed
+    numpy_seed = agop.xRFMRegressor(**{**kw, "random_state": np.int64(7)}).fit(X[:700], y[:700])
+    np.testing.assert_array_equal(numpy_seed.predict(X[700:]), m.predict(X[700:]))
 
 
 def test_other_namespaces_stay_in_their_library(xp, reg_data):
