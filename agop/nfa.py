@@ -103,6 +103,8 @@ def _as_input(model: Any, X: Any, name: str = "X", layout: str | None = "(n, d)"
         if X.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
         X = torch.from_numpy(np.ascontiguousarray(X))
+    elif X.dtype.is_complex:
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if layout is None:  # rows of any shape
         if X.ndim < 2:
             raise ValueError(f"{name} must have one row per sample (n, ...), got shape "
@@ -110,7 +112,10 @@ def _as_input(model: Any, X: Any, name: str = "X", layout: str | None = "(n, d)"
     elif X.ndim != layout.count(",") + 1:
         raise ValueError(f"{name} must be {layout.count(',') + 1}-D {layout}, got shape "
                          f"{tuple(X.shape)}")
-    return X.to(device=p.device, dtype=p.dtype)
+    X = X.to(device=p.device, dtype=p.dtype)
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError(f"{name} contains NaN or infinity; the measures need finite inputs")
+    return X
 
 
 def _check_batch_size(batch_size: Any) -> int | None:

@@ -231,6 +231,14 @@ def test_bad_input_raises_clear_errors():
         nfa.patch_agop(net, net[0], X[:0])
     with pytest.raises(TypeError, match="real numbers"):
         nfa.patch_agop(net, net[0], np.full((1, 2, 7, 10), "a"))
+    with pytest.raises(TypeError, match="real numbers"):
+        nfa.patch_agop(net, net[0], X.to(torch.complex128))
+    bad = X.clone()
+    bad[1, 0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        nfa.patch_agop(net, net[0], bad)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        nfa.cnfa(net, np.where(np.isnan(bad.numpy()), np.inf, bad.numpy()))
     with pytest.raises(TypeError, match="nn.Module"):
         nfa.patch_agop(lambda x: x, net[0], X)
     with pytest.raises(ValueError, match="no nn.Conv2d"):
