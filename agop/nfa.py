@@ -596,6 +596,20 @@ class _PatchProbe:
         self.handle.remove()
 
 
+def _check_eval(model: Any) -> None:
+    """Refuse batch normalization or dropout in training mode: their outputs mix the
+    images of a batch (or are random), and a forward pass would update running stats."""
+    torch = _torch()
+    mixing = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd,
+              torch.nn.Dropout)
+    for name, m in model.named_modules():
+        if m.training and isinstance(m, mixing):
+            raise ValueError(
+                f"{type(m).__name__} {name!r} is in training mode (batch statistics or "
+                "random masks; a forward pass would also update running statistics); "
+                "call model.eval() before measuring")
+
+
 def _image_batches(n: int, batch_size: int | None, patch_numel: int, itemsize: int) -> int:
     """Images per chunk: ``batch_size``, or as many as keep the patch tensor, its
     gradient and their reshaped copy within ``working_memory_mb``."""
@@ -614,7 +628,8 @@ def patch_agop(model: Any, layer: Any, X: Any, *, batch_size: int | None = None)
     ----------
     model : torch.nn.Module
         Maps images ``(n, C, H, W)`` to ``(n,)`` or ``(n, c)``, each output row
-        depending on its own image only (eval mode: no batch statistics).
+        depending on its own image only (eval mode: batch normalization or dropout in
+        training mode raises a ValueError).
     layer : nn.Conv2d
         A module of ``model`` with ``groups=1`` that runs once per forward pass; any
         kernel size, stride, padding (mode), dilation and bias.
@@ -659,6 +674,7 @@ def patch_agop(model: Any, layer: Any, X: Any, *, batch_size: int | None = None)
     """
     torch = _check_module(model)
     (layer,) = _conv_layers(model, layer)
+    _check_eval(model)
     X = _as_input(model, X, layout="(n, C, H, W)")
     n = X.shape[0]
     if n == 0:

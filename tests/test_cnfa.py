@@ -239,6 +239,12 @@ def test_bad_input_raises_clear_errors():
         nfa.patch_agop(net, net[0], bad)
     with pytest.raises(ValueError, match="NaN or infinity"):
         nfa.cnfa(net, np.where(np.isnan(bad.numpy()), np.inf, bad.numpy()))
+    bn = torch.nn.Sequential(net[0], torch.nn.BatchNorm2d(3, dtype=F64), torch.nn.Flatten())
+    stats = bn[1].running_mean.clone()
+    with pytest.raises(ValueError, match=r"BatchNorm2d '1' is in training mode.*model\.eval"):
+        nfa.patch_agop(bn, bn[0], X)
+    torch.testing.assert_close(bn[1].running_mean, stats, rtol=0, atol=0)  # untouched
+    assert nfa.patch_agop(bn.eval(), bn[0], X).shape == (18, 18)
     with pytest.raises(TypeError, match="nn.Module"):
         nfa.patch_agop(lambda x: x, net[0], X)
     with pytest.raises(ValueError, match="no nn.Conv2d"):
