@@ -167,8 +167,9 @@ class Tree:
         dev = array_device(X)
         if n_leaves == 1:
             return xp.ones((m, 1), dtype=X.dtype, device=dev)
-        if temperature <= 0:
-            raise ValueError("leaf_weights needs a temperature > 0 (0 is hard routing: apply)")
+        if not 0 < float(temperature) < np.inf:
+            raise ValueError("leaf_weights needs a finite temperature > 0 (0 is hard "
+                             f"routing: apply), got {temperature!r}")
         Z = (X @ self.directions.T - self.thresholds[None, :]) / (
             float(temperature) * self.scales[None, :])
         zero = xp.zeros((), dtype=X.dtype, device=dev)
@@ -199,7 +200,10 @@ class Tree:
         """Encoded outputs ``(m, c)`` of the tree (``temperature`` defaults to the tuned
         one; 0 routes every point to one leaf, which alone is evaluated on it)."""
         T = self.temperature if temperature is None else float(temperature)
-        if T <= 0 or self.n_leaves == 1:
+        if not 0 <= T < np.inf:
+            raise ValueError(f"temperature must be a finite number >= 0 (0: hard routing), "
+                             f"got {temperature!r}")
+        if T == 0 or self.n_leaves == 1:
             return self._predict_hard(X)
         return self._predict_soft(X, [T], **soft)[0]
 

@@ -271,6 +271,16 @@ def test_soft_routing_matches_a_naive_loop(soft_model, reg_data):
     assert ((W > 0).sum(axis=1) <= 12).all() and ((W > 0).sum(axis=1) > 1).all()
 
 
+def test_tree_rejects_negative_or_nan_temperatures(soft_model, reg_data):
+    X, _ = reg_data
+    t = soft_model.trees_[0]
+    for T in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            t.predict(X[:5], temperature=T)
+        with pytest.raises(ValueError, match="temperature"):
+            t.leaf_weights(X[:5], T)
+
+
 def test_soft_routing_tends_to_hard_routing(soft_model, reg_data):
     X, _ = reg_data
     t = soft_model.trees_[0]
