@@ -385,12 +385,14 @@ def test_save_load_is_bit_identical(tmp_path, reg_data, kind):
     X, y = reg_data
     kw = {"rfm_params": {"iters": 1, "diag": True}, "max_leaf_size": 200, "n_trees": 2,
           "random_state": 0}
-    if kind == "regressor":
-        m = agop.xRFMRegressor(**kw).fit(X[:700], np.stack([y, -y], 1)[:700])
+    if kind == "regressor":  # a fixed soft temperature: the soft path must reload exactly
+        m = agop.xRFMRegressor(**kw, temperature=0.7).fit(X[:700], np.stack([y, -y], 1)[:700])
+        assert all(t.temperature == 0.7 for t in m.trees_)
     else:
         labels = np.array(["lo", "mid", "hi"])[np.digitize(y, [-0.5, 0.5])]
         m = agop.xRFMClassifier(**kw).fit(X[:700], labels[:700])
-    assert any(t.temperature > 0 for t in m.trees_) or m.n_leaves_ > 2
+        assert all(len(t.temperature_scores) == 21 for t in m.trees_)
+    assert m.n_leaves_ > 2
     path = agop.save(m, tmp_path / "tree")
     r = agop.load(path)
     assert type(r) is type(m) and r.get_params() == m.get_params()
