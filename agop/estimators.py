@@ -211,7 +211,13 @@ class _EstimatorBase(_Base):
 
     def _check_predict_input(self, X: Any) -> tuple[Any, Any]:
         """``(xp, X)`` for prediction: a valid 2-D array with the fitted number of features."""
-        xp, X, _ = self._features(X)
+        xp, X, names = self._features(X)
+        fitted = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted is not None and list(names) != list(fitted):
+            raise ValueError(
+                "The feature names should match those that were passed during fit (same "
+                f"names, same order): fitted on {list(fitted)[:10]}, got {list(names)[:10]}"
+            )
         if self._categorical_encoding() is None and X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "

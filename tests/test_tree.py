@@ -346,6 +346,21 @@ def test_ensemble_averages_the_trees_and_seeds_make_it_reproducible(reg_data):
     np.testing.assert_array_equal(numpy_seed.predict(X[700:]), m.predict(X[700:]))
 
 
+def test_dataframe_columns_must_keep_their_names_and_order(reg_data):
+    pd = pytest.importorskip("pandas")
+    X, y = reg_data
+    cols = ["a", "b", "c", "d", "e"]
+    df = pd.DataFrame(X[:300], columns=cols)
+    for model in (agop.xRFMRegressor(rfm_params=FAST, max_leaf_size=100, random_state=0),
+                  agop.RFMRegressor(iters=1)):
+        model.fit(df, y[:300])
+        np.testing.assert_array_equal(model.predict(df), model.predict(X[:300]))
+        with pytest.raises(ValueError, match="feature names should match"):
+            model.predict(df[["b", "a", "c", "d", "e"]])  # reordered columns
+        with pytest.raises(ValueError, match="feature names should match"):
+            model.predict(df.rename(columns={"e": "z"}))
+
+
 def test_other_namespaces_stay_in_their_library(xp, reg_data):
     X, y = reg_data
     kw = {"rfm_params": FAST, "max_leaf_size": 200, "random_state": 0}
