@@ -26,6 +26,7 @@ torch is imported when a function runs, never by ``import agop``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -120,9 +121,10 @@ def _as_input(model: Any, X: Any, name: str = "X", layout: str | None = "(n, d)"
 
 def _check_batch_size(batch_size: Any) -> int | None:
     if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, int) or batch_size < 1):
+                                   or not isinstance(batch_size, numbers.Integral)
+                                   or batch_size < 1):
         raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
-    return batch_size
+    return None if batch_size is None else int(batch_size)
 
 
 def _output_matrix(out: Any, n: int) -> Any:
@@ -614,7 +616,7 @@ def _image_batches(n: int, batch_size: int | None, patch_numel: int, itemsize: i
     """Images per chunk: ``batch_size``, or as many as keep the patch tensor, its
     gradient and their reshaped copy within ``working_memory_mb``."""
     if _check_batch_size(batch_size) is not None:
-        return batch_size
+        return int(batch_size)
     from ._lib._config import get_config
 
     budget = get_config()["working_memory_mb"] * 2**20

@@ -90,6 +90,8 @@ def test_patch_agop_equals_the_jacobian_of_an_independent_patch_forward():
         # image chunks of any size give the same sum
         torch.testing.assert_close(nfa.patch_agop(net, net[index], X, batch_size=2), ref,
                                    rtol=1e-8, atol=1e-12)
+        torch.testing.assert_close(nfa.patch_agop(net, net[index], X, batch_size=np.int64(2)),
+                                   ref, rtol=1e-8, atol=1e-12)  # a NumPy integer size too
     # the two correlation conventions of the report are measures.pearson / cosine
     report = nfa.cnfa(net, X)
     assert [r["layer"] for r in report] == ["0", "2"]
