@@ -440,6 +440,23 @@ def test_bad_tree_files_raise_clear_errors(tmp_path, soft_model):
     np.savez(holed, **arrays)
     with pytest.raises(ValueError, match="incomplete"):
         agop.load(holed)
+    # node arrays that do not describe the tree: an error at load, not wrong predictions
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    leaf_ids = arrays["tree0.leaf"].copy()
+    first, second = np.flatnonzero(leaf_ids >= 0)[:2]
+    leaf_ids[first] = leaf_ids[second]
+    children = arrays["tree0.children"].copy()
+    children[0, 1] = 99
+    for key, value in [("tree0.thresholds", arrays["tree0.thresholds"][:1]),
+                       ("tree0.scales", -arrays["tree0.scales"]),
+                       ("tree0.directions", arrays["tree0.directions"][:, :2]),
+                       ("tree0.leaf", leaf_ids), ("tree0.children", children),
+                       ("tree0.split", arrays["tree0.split"].astype(float))]:
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **{**arrays, key: value})
+        with pytest.raises(ValueError, match="inconsistent node arrays"):
+            agop.load(bad)
     with zipfile.ZipFile(path) as z:
         meta = json.loads(str(np.load(z.open("__agop_meta__.npy"))[()]))
     assert meta["class"] == "xRFMRegressor" and len(meta["trees"]) == 1
