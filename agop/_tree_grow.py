@@ -85,7 +85,7 @@ class _Grower:
         found = self._split(train) if train.shape[0] > self.max_leaf_size else None
         if found is None:
             p.leaf[node] = len(p.jobs)
-            p.jobs.append(self._leaf_job(train, val))
+            p.jobs.append(self._leaf_job(train, val, refill=node > 0))
             return node
         v, b, tau, left, right = found
         xp = self.xp
@@ -169,12 +169,13 @@ class _Grower:
             A = block_diagonal(A, self.blocks)
         return _top_eigenvector(A, xp, rng)
 
-    def _leaf_job(self, train: Any, val: Any) -> _Job:
-        """The leaf's rows, after the validation refill of SPEC §10.2."""
+    def _leaf_job(self, train: Any, val: Any, refill: bool = True) -> _Job:
+        """The leaf's rows, after the validation refill of SPEC §10.2 (only below a
+        split, as in xRFM: a tree that never splits is one RFM on all its points)."""
         xp, rng = self.xp, self.rng
         seed = int(rng.integers(2**31 - 1))
         moved = None
-        if val is not None:
+        if val is not None and refill:
             n_val, n = val.shape[0], train.shape[0]
             k = min(self.refill_size - n_val, int(self.refill_fraction * n)) \
                 if n_val <= self.refill_size else 0

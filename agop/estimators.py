@@ -270,7 +270,13 @@ class _EstimatorBase(_Base):
 
     def _check_predict_input(self, X: Any) -> tuple[Any, Any]:
         """``(xp, X)`` for prediction: a valid 2-D array with the fitted number of features."""
-        xp, X, _ = self._features(X)
+        xp, X, names = self._features(X)
+        fitted = getattr(self, "feature_names_in_", None)
+        if names is not None and fitted is not None and list(names) != list(fitted):
+            raise ValueError(
+                "The feature names should match those that were passed during fit (same "
+                f"names, same order): fitted on {list(fitted)[:10]}, got {list(names)[:10]}"
+            )
         if self._categorical_encoding() is None and X.shape[1] != self.n_features_in_:
             raise ValueError(
                 f"X has {X.shape[1]} features, but {type(self).__name__} is expecting "
@@ -521,7 +527,7 @@ def _median_distance(X: Any, xp: Any, random_state: Any, max_points: int = 1000)
     """Median distance between distinct points of (a subsample of) ``X``."""
     n = X.shape[0]
     if n > max_points:
-        rng = np.random.default_rng(random_state if isinstance(random_state, int) else None)
+        rng = np.random.default_rng(_int_seed(random_state))
         idx = np.sort(rng.choice(n, size=max_points, replace=False))
         X = xp.take(X, xp.asarray(idx, device=array_device(X)), axis=0)
     sq = xp.sum(X * X, axis=1)
@@ -538,6 +544,13 @@ def _median_distance(X: Any, xp: Any, random_state: Any, max_points: int = 1000)
     return float(np.median(vals))
 
 
+def _int_seed(random_state: Any) -> int | None:
+    """An int seed (Python or NumPy integer) as an int; anything else None."""
+    if isinstance(random_state, numbers.Integral) and not isinstance(random_state, bool):
+        return int(random_state)
+    return None
+
+
 def _to_host(a: Any) -> np.ndarray:
     from .testing import to_numpy
 
@@ -546,7 +559,7 @@ def _to_host(a: Any) -> np.ndarray:
 
 def _split(X, Y, fraction, random_state, stratify, xp):
     n = X.shape[0]
-    rng = np.random.default_rng(random_state if isinstance(random_state, int) else None)
+    rng = np.random.default_rng(_int_seed(random_state))
     n_val = max(1, int(round(fraction * n)))
     if stratify is not None:
         idx_val = []

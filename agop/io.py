@@ -272,10 +272,9 @@ def tree_model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *
             leaves.append(model_from_state(leaf_arrays, leaf_meta, convert=convert,
                                            where=f"{where} (tree {t}, leaf {k})"))
         node = {k: arrays[f"tree{t}.{k}"] for k in _TREE_ARRAYS}
-        n_nodes = node["children"].shape[0]
-        if (node["split"].shape != (n_nodes,) or node["leaf"].shape != (n_nodes,)
-                or int(np.sum(node["leaf"] >= 0)) != len(leaves)):
-            raise ValueError(f"{where}: tree {t} has inconsistent node arrays")
+        problem = _tree_arrays_problem(node, len(leaves), leaves[0].X_fit_.shape[1])
+        if problem:
+            raise ValueError(f"{where}: tree {t} has inconsistent node arrays ({problem})")
         tree = Tree(node["children"], node["split"], node["leaf"], convert(node["directions"]),
                     convert(node["thresholds"]), convert(node["scales"]), leaves,
                     temperature=float(tm.get("temperature", 0.0)),
@@ -287,6 +286,36 @@ def tree_model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *
     _set_common(model, meta)
     _set_categorical(model, arrays, meta, where)
     return model
+
+
+def _tree_arrays_problem(node: dict[str, np.ndarray], n_leaves: int, d: int) -> str | None:
+    """What is wrong with a saved tree's node arrays (None if they describe a tree whose
+    nodes are numbered parents first, with ``n_leaves`` leaves over ``d`` features)."""
+    children, split, leaf = node["children"], node["split"], node["leaf"]
+    if any(a.dtype.kind not in "iu" for a in (children, split, leaf)):
+        return "children, split and leaf must be integer arrays"
+    n_nodes = split.shape[0] if split.ndim == 1 else -1
+    if n_nodes < 1 or children.shape != (n_nodes, 2) or leaf.shape != (n_nodes,):
+        return "children (n_nodes, 2), split and leaf (n_nodes,) do not match"
+    inner = split >= 0
+    if np.any(inner == (leaf >= 0)):
+        return "every node must be either a split or a leaf"
+    n_splits = int(inner.sum())
+    if sorted(split[inner].tolist()) != list(range(n_splits)):
+        return "split indices must number the splits 0 .. n_splits - 1"
+    if sorted(leaf[~inner].tolist()) != list(range(n_leaves)):
+        return f"leaf indices must number the {n_leaves} leaves 0 .. n_leaves - 1"
+    kids = children[inner]
+    if sorted(kids.ravel().tolist()) != list(range(1, n_nodes)) or np.any(
+            kids <= np.flatnonzero(inner)[:, None]):
+        return "children must list every other node once, after its parent"
+    V, b, tau = node["directions"], node["thresholds"], node["scales"]
+    if V.shape != (n_splits, d) or b.shape != (n_splits,) or tau.shape != (n_splits,):
+        return f"directions ({n_splits}, {d}), thresholds and scales ({n_splits},) expected"
+    if any(a.dtype.kind != "f" or not np.all(np.isfinite(a)) for a in (V, b, tau)) or np.any(
+            tau <= 0):
+        return "directions, thresholds and scales must be finite floats, scales > 0"
+    return None
 
 
 def model_from_state(arrays: dict[str, np.ndarray], meta: dict[str, Any], *,

@@ -26,6 +26,7 @@ torch is imported when a function runs, never by ``import agop``.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -103,6 +104,8 @@ def _as_input(model: Any, X: Any, name: str = "X", layout: str | None = "(n, d)"
         if X.dtype.kind not in "biuf":
             raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
         X = torch.from_numpy(np.ascontiguousarray(X))
+    elif X.dtype.is_complex:
+        raise TypeError(f"{name} must hold real numbers, got dtype {X.dtype}")
     if layout is None:  # rows of any shape
         if X.ndim < 2:
             raise ValueError(f"{name} must have one row per sample (n, ...), got shape "
@@ -110,14 +113,18 @@ def _as_input(model: Any, X: Any, name: str = "X", layout: str | None = "(n, d)"
     elif X.ndim != layout.count(",") + 1:
         raise ValueError(f"{name} must be {layout.count(',') + 1}-D {layout}, got shape "
                          f"{tuple(X.shape)}")
-    return X.to(device=p.device, dtype=p.dtype)
+    X = X.to(device=p.device, dtype=p.dtype)
+    if not bool(torch.isfinite(X).all()):
+        raise ValueError(f"{name} contains NaN or infinity; the measures need finite inputs")
+    return X
 
 
 def _check_batch_size(batch_size: Any) -> int | None:
     if batch_size is not None and (isinstance(batch_size, bool)
-                                   or not isinstance(batch_size, int) or batch_size < 1):
+                                   or not isinstance(batch_size, numbers.Integral)
+                                   or batch_size < 1):
         raise ValueError(f"batch_size must be None or an int >= 1, got {batch_size!r}")
-    return batch_size
+    return None if batch_size is None else int(batch_size)
 
 
 def _output_matrix(out: Any, n: int) -> Any:
@@ -591,11 +598,25 @@ class _PatchProbe:
         self.handle.remove()
 
 
+def _check_eval(model: Any) -> None:
+    """Refuse batch normalization or dropout in training mode: their outputs mix the
+    images of a batch (or are random), and a forward pass would update running stats."""
+    torch = _torch()
+    mixing = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd,
+              torch.nn.Dropout)
+    for name, m in model.named_modules():
+        if m.training and isinstance(m, mixing):
+            raise ValueError(
+                f"{type(m).__name__} {name!r} is in training mode (batch statistics or "
+                "random masks; a forward pass would also update running statistics); "
+                "call model.eval() before measuring")
+
+
 def _image_batches(n: int, batch_size: int | None, patch_numel: int, itemsize: int) -> int:
     """Images per chunk: ``batch_size``, or as many as keep the patch tensor, its
     gradient and their reshaped copy within ``working_memory_mb``."""
     if _check_batch_size(batch_size) is not None:
-        return batch_size
+        return int(batch_size)
     from ._lib._config import get_config
 
     budget = get_config()["working_memory_mb"] * 2**20
@@ -609,7 +630,8 @@ def patch_agop(model: Any, layer: Any, X: Any, *, batch_size: int | None = None)
     ----------
     model : torch.nn.Module
         Maps images ``(n, C, H, W)`` to ``(n,)`` or ``(n, c)``, each output row
-        depending on its own image only (eval mode: no batch statistics).
+        depending on its own image only (eval mode: batch normalization or dropout in
+        training mode raises a ValueError).
     layer : nn.Conv2d
         A module of ``model`` with ``groups=1`` that runs once per forward pass; any
         kernel size, stride, padding (mode), dilation and bias.
@@ -654,6 +676,7 @@ def patch_agop(model: Any, layer: Any, X: Any, *, batch_size: int | None = None)
     """
     torch = _check_module(model)
     (layer,) = _conv_layers(model, layer)
+    _check_eval(model)
     X = _as_input(model, X, layout="(n, C, H, W)")
     n = X.shape[0]
     if n == 0:

@@ -60,8 +60,9 @@ __all__ = [
 #: principal component, a random direction, ridge-regression coefficients
 SPLIT_METHODS = ("agop", "pca", "random", "linear")
 
-#: temperatures tried on the validation data (0 is hard routing), SPEC §10.4
-TEMPERATURES = (0.0, *(float(t) for t in np.logspace(0.025, 4.5, 20)))
+#: temperatures tried on the validation data (0 is hard routing): xRFM's grid, 20 values
+#: geometrically spaced from 0.025 to 4.5 (multiples of each node's IQR), SPEC §10.4
+TEMPERATURES = (0.0, *(float(t) for t in np.geomspace(0.025, 4.5, 20)))
 
 #: the temperature is tuned on at most this many validation points (a random subset
 #: above it): every point of the tuning set evaluates up to min(n_leaves, 12 * 20) leaves
@@ -170,8 +171,9 @@ class Tree:
         dev = array_device(X)
         if n_leaves == 1:
             return xp.ones((m, 1), dtype=X.dtype, device=dev)
-        if temperature <= 0:
-            raise ValueError("leaf_weights needs a temperature > 0 (0 is hard routing: apply)")
+        if not 0 < float(temperature) < np.inf:
+            raise ValueError("leaf_weights needs a finite temperature > 0 (0 is hard "
+                             f"routing: apply), got {temperature!r}")
         Z = (X @ self.directions.T - self.thresholds[None, :]) / (
             float(temperature) * self.scales[None, :])
         zero = xp.zeros((), dtype=X.dtype, device=dev)
@@ -202,7 +204,10 @@ class Tree:
         """Encoded outputs ``(m, c)`` of the tree (``temperature`` defaults to the tuned
         one; 0 routes every point to one leaf, which alone is evaluated on it)."""
         T = self.temperature if temperature is None else float(temperature)
-        if T <= 0 or self.n_leaves == 1:
+        if not 0 <= T < np.inf:
+            raise ValueError(f"temperature must be a finite number >= 0 (0: hard routing), "
+                             f"got {temperature!r}")
+        if T == 0 or self.n_leaves == 1:
             return self._predict_hard(X)
         return self._predict_soft(X, [T], **soft)[0]
 
@@ -560,14 +565,14 @@ _TREE_DOC = """
     split_validation_fraction : float, default 0.05
         Part of the subsample the split model holds out for validation.
     refill_size, refill_fraction : int, float, default 1500, 0.2
-        A leaf with at most ``refill_size`` validation points moves
+        A leaf below a split with at most ``refill_size`` validation points moves
         ``min(refill_size - n_val, refill_fraction * n_train)`` random training points
         into its validation set (only when there are validation data).
     temperature : "auto" or float >= 0, default "auto"
         Routing temperature; "auto" tunes it on the validation data (at most
         ``agop.tree.TUNING_MAX_POINTS`` = 20 000 of them, a random subset above) over
-        ``agop.tree.TEMPERATURES`` (0, hard routing, and 20 values from 10^0.025 to
-        10^4.5), hard routing without validation data.
+        ``agop.tree.TEMPERATURES`` (0, hard routing, and 20 values geometrically
+        spaced from 0.025 to 4.5, as in xRFM), hard routing without validation data.
     keep_weight_fraction : float in (0, 1], default 0.99
     max_soft_leaves : int, default 12
         Soft routing keeps the fewest heaviest leaves covering this fraction of a point's

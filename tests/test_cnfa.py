@@ -90,6 +90,8 @@ def test_patch_agop_equals_the_jacobian_of_an_independent_patch_forward():
         # image chunks of any size give the same sum
         torch.testing.assert_close(nfa.patch_agop(net, net[index], X, batch_size=2), ref,
                                    rtol=1e-8, atol=1e-12)
+        torch.testing.assert_close(nfa.patch_agop(net, net[index], X, batch_size=np.int64(2)),
+                                   ref, rtol=1e-8, atol=1e-12)  # a NumPy integer size too
     # the two correlation conventions of the report are measures.pearson / cosine
     report = nfa.cnfa(net, X)
     assert [r["layer"] for r in report] == ["0", "2"]
@@ -231,6 +233,20 @@ def test_bad_input_raises_clear_errors():
         nfa.patch_agop(net, net[0], X[:0])
     with pytest.raises(TypeError, match="real numbers"):
         nfa.patch_agop(net, net[0], np.full((1, 2, 7, 10), "a"))
+    with pytest.raises(TypeError, match="real numbers"):
+        nfa.patch_agop(net, net[0], X.to(torch.complex128))
+    bad = X.clone()
+    bad[1, 0, 3, 4] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        nfa.patch_agop(net, net[0], bad)
+    with pytest.raises(ValueError, match="NaN or infinity"):
+        nfa.cnfa(net, np.where(np.isnan(bad.numpy()), np.inf, bad.numpy()))
+    bn = torch.nn.Sequential(net[0], torch.nn.BatchNorm2d(3, dtype=F64), torch.nn.Flatten())
+    stats = bn[1].running_mean.clone()
+    with pytest.raises(ValueError, match=r"BatchNorm2d '1' is in training mode.*model\.eval"):
+        nfa.patch_agop(bn, bn[0], X)
+    torch.testing.assert_close(bn[1].running_mean, stats, rtol=0, atol=0)  # untouched
+    assert nfa.patch_agop(bn.eval(), bn[0], X).shape == (18, 18)
     with pytest.raises(TypeError, match="nn.Module"):
         nfa.patch_agop(lambda x: x, net[0], X)
     with pytest.raises(ValueError, match="no nn.Conv2d"):

@@ -182,6 +182,18 @@ def test_validation_refill_moves_training_points():
     assert g2.plan.jobs[0].moved is None and g2.plan.jobs[0].train.shape[0] == 500
 
 
+def test_a_tree_that_never_splits_refills_nothing():
+    # xRFM refills a leaf's validation set only after a split: a one-leaf tree is the
+    # leaf RFM on all the training points with the given validation data
+    rng = np.random.default_rng(7)
+    X = rng.normal(size=(300, 3))
+    y = X[:, 0] - X[:, 1]
+    m = agop.xRFMRegressor(rfm_params=FAST, max_leaf_size=1000, random_state=0).fit(
+        X[:200], y[:200], X[200:], y[200:])
+    (leaf,) = m.trees_[0].leaves
+    np.testing.assert_array_equal(leaf.X_fit_, X[:200])
+
+
 # --------------------------------------------------------------------------- routing
 
 
@@ -259,6 +271,16 @@ def test_soft_routing_matches_a_naive_loop(soft_model, reg_data):
     assert ((W > 0).sum(axis=1) <= 12).all() and ((W > 0).sum(axis=1) > 1).all()
 
 
+def test_tree_rejects_negative_or_nan_temperatures(soft_model, reg_data):
+    X, _ = reg_data
+    t = soft_model.trees_[0]
+    for T in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="temperature"):
+            t.predict(X[:5], temperature=T)
+        with pytest.raises(ValueError, match="temperature"):
+            t.leaf_weights(X[:5], T)
+
+
 def test_soft_routing_tends_to_hard_routing(soft_model, reg_data):
     X, _ = reg_data
     t = soft_model.trees_[0]
@@ -287,6 +309,16 @@ def test_temperature_is_tuned_on_validation(soft_model):
     assert fixed.trees_[0].temperature == 0.5
 
 
+def test_temperature_grid_is_the_xrfm_grid_from_0_025_to_4_5():
+    # xRFM's DEFAULT_TEMP_TUNING_SPACE: 0 (hard) and 20 geometrically spaced temperatures
+    # from 0.025 to 4.5 (multiples of each node's IQR); SPEC §10.4
+    T = np.asarray(tree_mod.TEMPERATURES)
+    assert T.shape == (21,) and T[0] == 0.0
+    assert T[1] == pytest.approx(0.025, rel=1e-12) and T[-1] == pytest.approx(4.5, rel=1e-12)
+    ratios = T[2:] / T[1:-1]
+    np.testing.assert_allclose(ratios, (4.5 / 0.025) ** (1 / 19), rtol=1e-12)
+
+
 def test_temperature_tuning_uses_a_capped_validation_subset(reg_data, monkeypatch):
     X, y = reg_data
     seen = []
@@ -309,6 +341,24 @@ def test_ensemble_averages_the_trees_and_seeds_make_it_reproducible(reg_data):
     assert not np.array_equal(to_numpy(m.trees_[0].directions), to_numpy(m.trees_[1].directions))
     again = agop.xRFMRegressor(**kw).fit(X[:700], y[:700])
     np.testing.assert_array_equal(again.predict(X[700:]), m.predict(X[700:]))
+    # a NumPy integer seed (as parameter grids built with numpy give) is the same seed
+    numpy_seed = agop.xRFMRegressor(**{**kw, "random_state": np.int64(7)}).fit(X[:700], y[:700])
+    np.testing.assert_array_equal(numpy_seed.predict(X[700:]), m.predict(X[700:]))
+
+
+def test_dataframe_columns_must_keep_their_names_and_order(reg_data):
+    pd = pytest.importorskip("pandas")
+    X, y = reg_data
+    cols = ["a", "b", "c", "d", "e"]
+    df = pd.DataFrame(X[:300], columns=cols)
+    for model in (agop.xRFMRegressor(rfm_params=FAST, max_leaf_size=100, random_state=0),
+                  agop.RFMRegressor(iters=1)):
+        model.fit(df, y[:300])
+        np.testing.assert_array_equal(model.predict(df), model.predict(X[:300]))
+        with pytest.raises(ValueError, match="feature names should match"):
+            model.predict(df[["b", "a", "c", "d", "e"]])  # reordered columns
+        with pytest.raises(ValueError, match="feature names should match"):
+            model.predict(df.rename(columns={"e": "z"}))
 
 
 def test_other_namespaces_stay_in_their_library(xp, reg_data):
@@ -350,12 +400,14 @@ def test_save_load_is_bit_identical(tmp_path, reg_data, kind):
     X, y = reg_data
     kw = {"rfm_params": {"iters": 1, "diag": True}, "max_leaf_size": 200, "n_trees": 2,
           "random_state": 0}
-    if kind == "regressor":
-        m = agop.xRFMRegressor(**kw).fit(X[:700], np.stack([y, -y], 1)[:700])
+    if kind == "regressor":  # a fixed soft temperature: the soft path must reload exactly
+        m = agop.xRFMRegressor(**kw, temperature=0.7).fit(X[:700], np.stack([y, -y], 1)[:700])
+        assert all(t.temperature == 0.7 for t in m.trees_)
     else:
         labels = np.array(["lo", "mid", "hi"])[np.digitize(y, [-0.5, 0.5])]
         m = agop.xRFMClassifier(**kw).fit(X[:700], labels[:700])
-    assert any(t.temperature > 0 for t in m.trees_) or m.n_leaves_ > 2
+        assert all(len(t.temperature_scores) == 21 for t in m.trees_)
+    assert m.n_leaves_ > 2
     path = agop.save(m, tmp_path / "tree")
     r = agop.load(path)
     assert type(r) is type(m) and r.get_params() == m.get_params()
@@ -388,6 +440,23 @@ def test_bad_tree_files_raise_clear_errors(tmp_path, soft_model):
     np.savez(holed, **arrays)
     with pytest.raises(ValueError, match="incomplete"):
         agop.load(holed)
+    # node arrays that do not describe the tree: an error at load, not wrong predictions
+    with np.load(path, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    leaf_ids = arrays["tree0.leaf"].copy()
+    first, second = np.flatnonzero(leaf_ids >= 0)[:2]
+    leaf_ids[first] = leaf_ids[second]
+    children = arrays["tree0.children"].copy()
+    children[0, 1] = 99
+    for key, value in [("tree0.thresholds", arrays["tree0.thresholds"][:1]),
+                       ("tree0.scales", -arrays["tree0.scales"]),
+                       ("tree0.directions", arrays["tree0.directions"][:, :2]),
+                       ("tree0.leaf", leaf_ids), ("tree0.children", children),
+                       ("tree0.split", arrays["tree0.split"].astype(float))]:
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **{**arrays, key: value})
+        with pytest.raises(ValueError, match="inconsistent node arrays"):
+            agop.load(bad)
     with zipfile.ZipFile(path) as z:
         meta = json.loads(str(np.load(z.open("__agop_meta__.npy"))[()]))
     assert meta["class"] == "xRFMRegressor" and len(meta["trees"]) == 1
