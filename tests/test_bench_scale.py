@@ -145,17 +145,17 @@ def test_isolated_fit_reports_a_timeout():
 
 def test_bench_scale_runs_small(tmp_path, capsys):
     out = tmp_path / "scale.md"
-    argv = ["--sizes", "2000,4000", "--peers", "hgb", "--max-leaf-size", "700",
-            "--split-max-points", "200", "--iters", "1", "--test-size", "500",
-            "--out", str(out)]
+    argv = ["--sizes", "1000,2000", "--peers", "hgb", "--max-leaf-size", "500",
+            "--split-max-points", "150", "--iters", "1", "--test-size", "300",
+            "--threads", "1", "--out", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
     for method in ("agop", "hgb"):
-        for n in (2000, 4000):
+        for n in (1000, 2000):
             assert f"| {method} | {n} | " in text
-    assert "| 4000 | hgb | " in text and "not measured in this run" in text
-    assert "max_leaf_size=700, split_max_points=200, rfm_params={'iters': 1}" in text
+    assert "| 2000 | hgb | " in text and "not measured in this run" in text
+    assert "max_leaf_size=500, split_max_points=150, rfm_params={'iters': 1}" in text
     assert "scale" in names()
     with pytest.raises(SystemExit):
         main(["--peers", "lightgbm"])

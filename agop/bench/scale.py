@@ -55,11 +55,12 @@ PEERS = ("hgb", "xgboost", "xrfm")
 METHODS = ("agop", *PEERS)
 TARGETS = {"n": 1_000_000, "fit_s": 600.0, "rss_gb": 8.0}  #: the 1M targets (2 cores)
 
-#: agop.xRFMRegressor: leaves of a few thousand points (a direct float32 solve of
-#: ~3 500 points takes a fraction of a second on 2 cores), split models on 2 000
-#: points (cheaper than a leaf), three RFM iterations (the validation score flattens
-#: after two or three on this target), the library's defaults otherwise
-AGOP_SETTINGS: dict[str, Any] = {"max_leaf_size": 4500, "split_max_points": 2000,
+#: agop.xRFMRegressor: leaves of at most 3 000 training points (median splits give
+#: 2 812 at n = 100 000, 2 109 at 300 000 and 1 758 at 1 000 000, before the validation
+#: refill), so that a leaf's direct float32 solve takes a fraction of a second on two
+#: cores; split models on 1 000 points (cheaper than a leaf: a million rows need 511
+#: splits); three RFM iterations; the library's defaults otherwise
+AGOP_SETTINGS: dict[str, Any] = {"max_leaf_size": 3000, "split_max_points": 1000,
                                  "rfm_params": {"iters": 3}}
 #: HistGradientBoostingRegressor: up to 500 boosting rounds at learning rate 0.1,
 #: early stopping on the validation data after 20 rounds without improvement
