@@ -98,11 +98,13 @@ def test_table_marks_failed_fits():
     rows = [{**r, "peak_rss": 1e8, "rss_before": 5e7, "r2": 0.9, "info": {}}
             if "error" not in r else r for r in _rows()]
     args = argparse.Namespace(sizes=[1000, 4000], threads=2, test_size=100, xrfm_size=1000,
+                              rounds=7,
                               settings={"max_leaf_size": 10, "split_max_points": 5,
                                         "rfm_params": {"iters": 1}})
     text = table(rows, args, ((1.0, 1.0, 1.0), (2.0, 2.0, 2.0)))
     assert "| hgb | 4000 | - |" in text and "timed out after 5 s" in text
     assert "| 1000 | hgb | 0.50 | 0.20 | 0.500 |" in text
+    assert "max_iter=7" in text and "n_estimators=7" in text
 
 
 def test_agop_learns_the_projections_in_process():
@@ -147,7 +149,7 @@ def test_bench_scale_runs_small(tmp_path, capsys):
     out = tmp_path / "scale.md"
     argv = ["--sizes", "1000,2000", "--peers", "hgb", "--max-leaf-size", "500",
             "--split-max-points", "150", "--iters", "1", "--test-size", "300",
-            "--threads", "1", "--out", str(out)]
+            "--threads", "1", "--rounds", "50", "--out", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
@@ -155,6 +157,7 @@ def test_bench_scale_runs_small(tmp_path, capsys):
         for n in (1000, 2000):
             assert f"| {method} | {n} | " in text
     assert "| 2000 | hgb | " in text and "not measured in this run" in text
+    assert "HistGradientBoostingRegressor(max_iter=50," in text
     assert "max_leaf_size=500, split_max_points=150, rfm_params={'iters': 1}" in text
     assert "scale" in names()
     with pytest.raises(SystemExit):

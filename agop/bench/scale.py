@@ -210,16 +210,26 @@ class _XRFMPredictor:
 _FITTERS = {"agop": _fit_agop, "hgb": _fit_hgb, "xgboost": _fit_xgboost, "xrfm": _fit_xrfm}
 
 
+def booster_settings(rounds: int | None = None) -> dict[str, dict[str, Any]]:
+    """Settings of ``hgb`` and ``xgboost``, with ``rounds`` boosting rounds at most
+    (None: 500)."""
+    hgb, xgb = dict(HGB_SETTINGS), dict(XGB_SETTINGS)
+    if rounds is not None:
+        hgb["max_iter"] = xgb["n_estimators"] = int(rounds)
+    return {"hgb": hgb, "xgboost": xgb}
+
+
 def measure(method: str, n: int, *, threads: int = 2, test_size: int = 20_000,
-            seed: int = 0, settings: dict | None = None) -> dict[str, Any]:
+            seed: int = 0, settings: dict | None = None,
+            rounds: int | None = None) -> dict[str, Any]:
     """Fit ``method`` on the first ``n`` rows of :func:`synthetic_data` (last 10 % as
     validation data) in this process, after a tiny warm-up fit; test on ``test_size``
-    separate rows.  Returns seconds, errors and memory (bytes) as a dict."""
+    separate rows.  ``settings`` are agop's (and xRFM's leaf and split sizes),
+    ``rounds`` the boosters' limit.  Returns seconds, errors and memory (bytes)."""
     if method not in _FITTERS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
     fitter = _FITTERS[method]
-    # the boosters have their own settings; xRFM takes agop's leaf and split sizes
-    settings = {"hgb": HGB_SETTINGS, "xgboost": XGB_SETTINGS}.get(
+    settings = booster_settings(rounds).get(
         method, AGOP_SETTINGS if settings is None else settings)
     # warm-up: 600 rows with leaves of 200 points, so every code path loads once
     Xw, yw = synthetic_data(600, seed + 1)
@@ -273,7 +283,7 @@ def available(method: str) -> bool:
 
 
 def run_isolated(method: str, n: int, *, threads: int, test_size: int, seed: int,
-                 settings: dict, timeout: float) -> dict[str, Any]:
+                 settings: dict, timeout: float, rounds: int | None = None) -> dict[str, Any]:
     """:func:`measure` in a fresh Python process with ``threads`` threads everywhere.
 
     Returns its result, or ``{"error": ...}`` when the process failed or ran past
@@ -284,7 +294,7 @@ def run_isolated(method: str, n: int, *, threads: int, test_size: int, seed: int
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     spec = json.dumps({"method": method, "n": n, "threads": threads, "test_size": test_size,
-                       "seed": seed, "settings": settings})
+                       "seed": seed, "settings": settings, "rounds": rounds})
     code = "import sys; from agop.bench.scale import _child; sys.exit(_child(sys.argv[1]))"
     try:
         proc = subprocess.run([sys.executable, "-c", code, spec], capture_output=True,
@@ -379,6 +389,7 @@ def _library_versions() -> str:
 
 def table(rows: list[dict[str, Any]], args: argparse.Namespace, load: tuple) -> str:
     s = args.settings
+    boost = booster_settings(args.rounds)
     lines = [
         f"# agop at scale: {D}-dimensional synthetic regression, up to "
         f"{max(args.sizes)} rows",
@@ -399,8 +410,8 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, load: tuple) -> 
         "(Laplace leaves, bandwidth 10, ridge 1e-3, full M, best iterate on validation, "
         "temperature tuned).  xRFM: the same leaf and split sizes and leaf settings "
         f"(`l2` kernel), on the first {args.xrfm_size} rows.  hgb: "
-        f"`HistGradientBoostingRegressor({_kw(HGB_SETTINGS)})`; xgboost: "
-        f"`XGBRegressor({_kw(XGB_SETTINGS)})`.",
+        f"`HistGradientBoostingRegressor({_kw(boost['hgb'])})`; xgboost: "
+        f"`XGBRegressor({_kw(boost['xgboost'])})`.",
         "",
         "| method | n | fit (s) | predict (s) | peak RSS (GB) | RSS before (GB) | test RMSE "
         "| test R² | notes |",
@@ -467,6 +478,8 @@ def main(argv: list[str] | None = None) -> int:
                         default=AGOP_SETTINGS["split_max_points"])
     parser.add_argument("--iters", type=int, default=AGOP_SETTINGS["rfm_params"]["iters"],
                         help="RFM iterations of agop's (and xRFM's) leaves")
+    parser.add_argument("--rounds", type=int, default=HGB_SETTINGS["max_iter"],
+                        help="boosting rounds at most of hgb and xgboost (500)")
     parser.add_argument("--timeout", type=float, default=1800.0,
                         help="seconds after which one fit is stopped (default 1800)")
     parser.add_argument("--seed", type=int, default=0)
@@ -485,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append({"method": method, "n": n, "error": "not installed"})
                 continue
             r = run_isolated(method, n, threads=args.threads, test_size=args.test_size,
-                             seed=args.seed, settings=args.settings, timeout=args.timeout)
+                             seed=args.seed, settings=args.settings, timeout=args.timeout,
+                             rounds=args.rounds)
             rows.append(r)
             sys.stderr.write(f"{json.dumps(r)}\n")
     text = table(rows, args, (load_start, os.getloadavg()))
