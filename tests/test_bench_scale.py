@@ -149,7 +149,7 @@ def test_bench_scale_runs_small(tmp_path, capsys):
     out = tmp_path / "scale.md"
     argv = ["--sizes", "1000,2000", "--peers", "hgb", "--max-leaf-size", "500",
             "--split-max-points", "150", "--iters", "1", "--test-size", "300",
-            "--threads", "1", "--rounds", "50", "--out", str(out)]
+            "--threads", "2", "--blas-threads", "1", "--rounds", "50", "--out", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
@@ -158,6 +158,7 @@ def test_bench_scale_runs_small(tmp_path, capsys):
             assert f"| {method} | {n} | " in text
     assert "| 2000 | hgb | " in text and "not measured in this run" in text
     assert "HistGradientBoostingRegressor(max_iter=50," in text
+    assert "2 threads for every library (1 for BLAS)" in text
     assert "max_leaf_size=500, split_max_points=150, rfm_params={'iters': 1}" in text
     assert "scale" in names()
     with pytest.raises(SystemExit):

@@ -71,8 +71,8 @@ XGB_SETTINGS: dict[str, Any] = {"n_estimators": 500, "learning_rate": 0.1, "max_
                                 "tree_method": "hist", "early_stopping_rounds": 20}
 
 _MARKER = "AGOP_SCALE_RESULT "
-_THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                     "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+_THREAD_VARIABLES = ("OMP_NUM_THREADS", "NUMBA_NUM_THREADS")
+_BLAS_VARIABLES = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
 
 
 # --------------------------------------------------------------------------- data
@@ -283,14 +283,18 @@ def available(method: str) -> bool:
 
 
 def run_isolated(method: str, n: int, *, threads: int, test_size: int, seed: int,
-                 settings: dict, timeout: float, rounds: int | None = None) -> dict[str, Any]:
-    """:func:`measure` in a fresh Python process with ``threads`` threads everywhere.
+                 settings: dict, timeout: float, rounds: int | None = None,
+                 blas_threads: int | None = None) -> dict[str, Any]:
+    """:func:`measure` in a fresh Python process with ``threads`` threads everywhere
+    (``blas_threads`` for the BLAS libraries, default ``threads``).
 
     Returns its result, or ``{"error": ...}`` when the process failed or ran past
     ``timeout`` seconds."""
     env = dict(os.environ)
     for var in _THREAD_VARIABLES:
         env[var] = str(threads)
+    for var in _BLAS_VARIABLES:
+        env[var] = str(threads if blas_threads is None else blas_threads)
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
     spec = json.dumps({"method": method, "n": n, "threads": threads, "test_size": test_size,
@@ -394,7 +398,9 @@ def table(rows: list[dict[str, Any]], args: argparse.Namespace, load: tuple) -> 
         f"# agop at scale: {D}-dimensional synthetic regression, up to "
         f"{max(args.sizes)} rows",
         "",
-        f"{os.cpu_count()} CPU cores, {args.threads} threads for every library; load "
+        f"{os.cpu_count()} CPU cores, {args.threads} threads for every library"
+        + ("" if getattr(args, "blas_threads", None) is None
+           else f" ({args.blas_threads} for BLAS)") + "; load "
         f"average {load[0][0]:.2f} at the start and {load[1][0]:.2f} at the end; "
         f"{_library_versions()}.",
         "",
@@ -472,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--xrfm-size", type=int, default=100_000,
                         help="xRFM runs only at the sizes up to this one (default 100000)")
     parser.add_argument("--threads", type=int, default=2, help="threads per library (2)")
+    parser.add_argument("--blas-threads", type=int, default=None,
+                        help="threads of the BLAS libraries (OpenBLAS, MKL) in every fit "
+                             "(default: --threads)")
     parser.add_argument("--test-size", type=int, default=20_000)
     parser.add_argument("--max-leaf-size", type=int, default=AGOP_SETTINGS["max_leaf_size"])
     parser.add_argument("--split-max-points", type=int,
@@ -499,7 +508,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             r = run_isolated(method, n, threads=args.threads, test_size=args.test_size,
                              seed=args.seed, settings=args.settings, timeout=args.timeout,
-                             rounds=args.rounds)
+                             rounds=args.rounds, blas_threads=args.blas_threads)
             rows.append(r)
             sys.stderr.write(f"{json.dumps(r)}\n")
     text = table(rows, args, (load_start, os.getloadavg()))
