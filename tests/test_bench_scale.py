@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -147,15 +148,14 @@ def test_isolated_fit_reports_a_timeout():
 
 def test_bench_scale_runs_small(tmp_path, capsys):
     out = tmp_path / "scale.md"
-    argv = ["--sizes", "1000,2000", "--peers", "hgb", "--max-leaf-size", "500",
+    argv = ["--sizes", "2000", "--peers", "hgb", "--max-leaf-size", "500",
             "--split-max-points", "150", "--iters", "1", "--test-size", "300",
             "--threads", "2", "--blas-threads", "1", "--rounds", "50", "--out", str(out)]
     assert main(argv) == 0
     text = capsys.readouterr().out
     assert out.read_text() == text
-    for method in ("agop", "hgb"):
-        for n in (1000, 2000):
-            assert f"| {method} | {n} | " in text
+    for method in ("agop", "hgb"):  # fitted: seconds, not an error
+        assert re.search(rf"^\| {method} \| 2000 \| \d+\.\d \| \d+\.\d\d \|", text, re.M)
     assert "| 2000 | hgb | " in text and "not measured in this run" in text
     assert "HistGradientBoostingRegressor(max_iter=50," in text
     assert "2 threads for every library (1 for BLAS)" in text
