@@ -17,8 +17,9 @@ is a fixed, separate ``--test-size`` (20 000) rows.  The table gives fit and pre
 seconds, test RMSE and R², and the peak resident memory of the process.
 
 Each fit runs in a **fresh Python process** with the thread count fixed before any
-library is imported (``OMP_NUM_THREADS`` and friends, ``NUMBA_NUM_THREADS``, torch's
-``set_num_threads``, xgboost's ``n_jobs``): so every fit has its own peak RSS (read
+library is imported (``OMP_NUM_THREADS``, ``NUMBA_NUM_THREADS``, torch's
+``set_num_threads``, xgboost's ``n_jobs``; ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS``
+from ``--blas-threads``, default the same): so every fit has its own peak RSS (read
 from ``VmHWM`` in ``/proc/self/status``, else ``getrusage``), and every fit pays alike
 for the memory it touches first (on some machines the first touch of new pages costs
 several ms per MB, which the process that first reaches a new peak pays).  A tiny
