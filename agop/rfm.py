@@ -231,10 +231,13 @@ def fit_feature_machine(
     machine = None
     coef_prev = None
     stopped = False
+    # buffers the solver reuses from one iteration to the next (the in-memory kernel
+    # matrix of PCG), released when the fit returns
+    workspace: dict[str, Any] = {}
     try:
         for t in range(iters + 1):
             t0 = time.perf_counter()
-            machine, info = _solve(kernel, X, Y, M, reg, solver, coef_prev, rng)
+            machine, info = _solve(kernel, X, Y, M, reg, solver, coef_prev, rng, workspace)
             coef_prev = machine.coef
             # train predictions from the normal equations: K coef = Y - reg coef
             train = score(metric, Y, Y - reg * machine.coef)
@@ -280,12 +283,14 @@ def fit_feature_machine(
     return FitResult(best_machine, history, best_iter, n_iter, stopped, last_M=M)
 
 
-def _solve(kernel, X, Y, M, reg, solver, coef0, rng) -> tuple[KernelMachine, SolveInfo]:
+def _solve(kernel, X, Y, M, reg, solver, coef0, rng,
+           workspace=None) -> tuple[KernelMachine, SolveInfo]:
     if isinstance(kernel, MachineKernel):
         return kernel.solve(X, Y, M, reg, solver=solver, coef0=coef0, random_state=rng)
     proto = KernelMachine.build(kernel, X, None, M)
     coef, info = solve_kernel_ridge(
-        kernel, proto.centers_mapped, Y, reg, solver=solver, coef0=coef0, random_state=rng
+        kernel, proto.centers_mapped, Y, reg, solver=solver, coef0=coef0, random_state=rng,
+        workspace=workspace,
     )
     return KernelMachine(kernel, X, coef, M, proto.fmap, proto.centers_mapped), info
 

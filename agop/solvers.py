@@ -211,7 +211,10 @@ def _nystrom_preconditioner(
     # the factorization runs in float64 whatever the data's dtype: the eigenvalues it
     # keeps must reach far below float32 round-off of K (about 1e-7 |K|), otherwise the
     # smallest kept one, lam_r, stays large and the preconditioned system ill-conditioned
-    C = xp.astype(C, xp.float64)
+    if is_numpy_namespace(xp):  # column-major: syrk reads it without another copy
+        C = np.asfortranarray(C, dtype=np.float64)
+    else:
+        C = xp.astype(C, xp.float64)
     Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
     evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
     eps64 = finfo_eps(xp, xp.float64)
@@ -334,6 +337,7 @@ def solve_kernel_ridge(
     tol: float | None = None,
     max_iter: int | None = None,
     random_state: Any = None,
+    workspace: dict | None = None,
 ) -> tuple[Any, SolveInfo]:
     """Coefficients of kernel ridge regression: ``(K_M(X, X) + reg I) coef = Y``.
 
@@ -359,6 +363,12 @@ def solve_kernel_ridge(
         ``pcg_tol_float64`` / ``pcg_tol_float32``), at most ``max_iter`` iterations.
     random_state : None, int or numpy Generator
         Draws the Nystrom landmarks.
+    workspace : dict, optional
+        Kept by the caller between solves of one size (the RFM loop keeps one per fit):
+        PCG writes its in-memory kernel matrix into the buffer left there by the previous
+        solve instead of allocating ``n x n`` anew.  Fresh memory is costly on some
+        machines (on virtual machines that hand freed memory back to their host, faulting
+        it in again runs at a few hundred MB/s), and an RFM fit solves once per iteration.
 
     Returns
     -------
@@ -410,7 +420,8 @@ def solve_kernel_ridge(
                 # computes its landmark columns anew)
                 from ._backends.numba_cpu import symmetric_kernel_matrix
 
-                K = symmetric_kernel_matrix(kernel, Xt)
+                K = symmetric_kernel_matrix(
+                    kernel, Xt, None if workspace is None else workspace.pop("K", None))
                 lower_only = True
             else:
                 K, lower_only = kernel_matrix(kernel, Xt, Xt), False
@@ -438,6 +449,8 @@ def solve_kernel_ridge(
                 "%.2e > tol %.1e; raise max_iter or reg, or use solver='direct'",
                 iters, res, tol,
             )
+        if workspace is not None and lower_only:
+            workspace["K"] = K  # the next solve of this size writes into it
         del K
         info = SolveInfo("pcg", iters, res, ok, fits)
     if not bool(xp.all(xp.isfinite(coef))):  # pragma: no cover - guarded by the solvers

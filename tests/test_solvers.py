@@ -259,3 +259,27 @@ def test_symmetric_kernel_matrix_is_the_lower_triangle_of_kernel_matrix(dtype, n
     # (equal up to the summation order of the BLAS products of different shapes)
     rtol = 1e-6 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(np.tril(L), np.tril(K), rtol=rtol, atol=rtol)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pcg_workspace_reuses_the_kernel_matrix_buffer(dtype):
+    """A workspace carries PCG's n x n buffer from one solve to the next (the RFM loop
+    keeps one per fit); the coefficients equal those of a solve without it."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(300, 4)).astype(dtype)
+    Y = rng.normal(size=(300, 2)).astype(dtype)
+    ws = {}
+    solve_kernel_ridge(agop.Laplace(2.0), X, Y, 1e-2, solver="pcg", random_state=0,
+                       workspace=ws)
+    buf = ws["K"]
+    assert buf.shape == (300, 300) and buf.dtype == dtype
+    k = agop.Laplace(3.0)
+    b, _ = solve_kernel_ridge(k, X, Y, 1e-2, solver="pcg", random_state=0, workspace=ws)
+    assert ws["K"] is buf  # written in place, not allocated anew
+    ref, _ = solve_kernel_ridge(k, X, Y, 1e-2, solver="pcg", random_state=0)
+    np.testing.assert_array_equal(b, ref)
+    # a buffer of another size is not used
+    ws2 = {"K": np.zeros((5, 5), dtype=dtype)}
+    c, _ = solve_kernel_ridge(k, X, Y, 1e-2, solver="pcg", random_state=0, workspace=ws2)
+    np.testing.assert_array_equal(c, ref)
+    assert ws2["K"].shape == (300, 300)

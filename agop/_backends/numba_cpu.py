@@ -488,17 +488,22 @@ def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
 _LOWER_GEMM_ROWS = 1024
 
 
-def symmetric_kernel_matrix(kernel: Any, Xt: Any) -> np.ndarray:
+def symmetric_kernel_matrix(kernel: Any, Xt: Any, out: np.ndarray | None = None) -> np.ndarray:
     """The lower triangle (with the diagonal) of ``K(Xt, Xt)`` as an ``n x n`` NumPy
     array whose entries above the diagonal are NOT set: for consumers that read one
     triangle (:func:`symmetric_matvec`, BLAS ``symm``).  About half the work of
     :func:`kernel_matrix`, and pages above the diagonal are never touched.  L_p kernels
-    get the full matrix."""
+    get the full matrix.
+
+    ``out``: an ``n x n`` C-ordered array of the data's dtype to write into (a buffer
+    kept between solves; anything else is ignored and a new array is made)."""
     prob = _Problem(kernel, Xt, Xt)
     if prob.family == "lp":
         return prob.lp(0)
     n = prob.X.shape[0]
-    K = np.empty((n, n), dtype=prob.dtype)
+    usable = (isinstance(out, np.ndarray) and out.shape == (n, n)
+              and out.dtype == prob.dtype and out.flags.c_contiguous)
+    K = out if usable else np.empty((n, n), dtype=prob.dtype)
     for i0 in range(0, n, _LOWER_GEMM_ROWS):
         i1 = min(i0 + _LOWER_GEMM_ROWS, n)
         # rows i0:i1, columns 0:i1 (the diagonal block whole): a strided view, which
