@@ -416,18 +416,18 @@ def solve_kernel_ridge(
             if is_numpy_namespace(xp) and _backends.select(
                 "kernel_matrix", inp.context("kernel_matrix", kernel)
             ).backend == "numba_cpu":
-                # one triangle: the products and nothing else read K (the preconditioner
-                # computes its landmark columns anew)
+                # the products read one triangle; the matrix goes into the workspace's
+                # buffer (the preconditioner computes its landmark columns anew)
                 from ._backends.numba_cpu import symmetric_kernel_matrix
 
                 K = symmetric_kernel_matrix(
                     kernel, Xt, None if workspace is None else workspace.pop("K", None))
-                lower_only = True
+                buffered = True
             else:
-                K, lower_only = kernel_matrix(kernel, Xt, Xt), False
+                K, buffered = kernel_matrix(kernel, Xt, Xt), False
             matvec = _dense_matvec(K, reg, xp)
         else:
-            K, lower_only = None, False
+            K, buffered = None, False
 
             def matvec(V):
                 return kernel_mv(kernel, Xt, Xt, V) + reg * V
@@ -435,7 +435,7 @@ def solve_kernel_ridge(
         rng = np.random.default_rng(random_state)
         rank = min(n, int(cfg["pcg_rank"]))
         precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp,
-                                          None if lower_only else K)
+                                          None if buffered else K)
         X0 = None
         if coef0 is not None:
             X0 = as_float_array(coef0, "coef0", xp, ndim=(1, 2), device=inp.device)
@@ -449,7 +449,7 @@ def solve_kernel_ridge(
                 "%.2e > tol %.1e; raise max_iter or reg, or use solver='direct'",
                 iters, res, tol,
             )
-        if workspace is not None and lower_only:
+        if workspace is not None and buffered:
             workspace["K"] = K  # the next solve of this size writes into it
         del K
         info = SolveInfo("pcg", iters, res, ok, fits)

@@ -244,12 +244,12 @@ def test_symmetric_matvec_reads_the_lower_triangle(dtype, n, c):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 7, 1025, 2100])
+@pytest.mark.parametrize("n", [1, 7, 2100])
 @pytest.mark.parametrize("kernel", [agop.Laplace(2.0), agop.Gaussian(1.5),
                                     agop.GeneralizedExponential(2.0, 1.3)], ids=repr)
-def test_symmetric_kernel_matrix_is_the_lower_triangle_of_kernel_matrix(dtype, n, kernel):
-    """PCG's one-triangle kernel matrix equals kernel_matrix on and below the diagonal
-    (row blocks of 1024 straddle the diagonal for n = 1025 and 2100)."""
+def test_symmetric_kernel_matrix_equals_kernel_matrix_on_the_lower_triangle(dtype, n, kernel):
+    """PCG's kernel matrix (written into a reusable buffer) equals kernel_matrix on and
+    below the diagonal, the part its products read (n = 2100 spans two row blocks)."""
     from agop._backends.numba_cpu import symmetric_kernel_matrix
 
     X = np.random.default_rng(n).normal(size=(n, 5)).astype(dtype)

@@ -484,19 +484,14 @@ def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
     return _from_numpy(K, xp)
 
 
-#: rows per GEMM of the lower triangle (smaller blocks: less work above the diagonal)
-_LOWER_GEMM_ROWS = 1024
-
-
 def symmetric_kernel_matrix(kernel: Any, Xt: Any, out: np.ndarray | None = None) -> np.ndarray:
-    """The lower triangle (with the diagonal) of ``K(Xt, Xt)`` as an ``n x n`` NumPy
-    array whose entries above the diagonal are NOT set: for consumers that read one
-    triangle (:func:`symmetric_matvec`, BLAS ``symm``).  About half the work of
-    :func:`kernel_matrix`, and pages above the diagonal are never touched.  L_p kernels
-    get the full matrix.
+    """``K(Xt, Xt)`` as a NumPy array, written into ``out`` when that is an ``n x n``
+    C-ordered array of the data's dtype (a buffer kept between solves; anything else is
+    ignored and a new array is made).
 
-    ``out``: an ``n x n`` C-ordered array of the data's dtype to write into (a buffer
-    kept between solves; anything else is ignored and a new array is made)."""
+    The solver's products read only its lower triangle, but full row blocks are written:
+    a GEMM into a strided view of the triangle and a pass over it are slower than the
+    contiguous blocks of :func:`kernel_matrix` on this kind of machine."""
     prob = _Problem(kernel, Xt, Xt)
     if prob.family == "lp":
         return prob.lp(0)
@@ -504,13 +499,9 @@ def symmetric_kernel_matrix(kernel: Any, Xt: Any, out: np.ndarray | None = None)
     usable = (isinstance(out, np.ndarray) and out.shape == (n, n)
               and out.dtype == prob.dtype and out.flags.c_contiguous)
     K = out if usable else np.empty((n, n), dtype=prob.dtype)
-    for i0 in range(0, n, _LOWER_GEMM_ROWS):
-        i1 = min(i0 + _LOWER_GEMM_ROWS, n)
-        # rows i0:i1, columns 0:i1 (the diagonal block whole): a strided view, which
-        # BLAS writes in place
-        T = np.matmul(prob.X[i0:i1], prob.ZT[:, :i1], out=K[i0:i1, :i1])
-        _pair_pass(T, prob.nx[i0:i1], prob.nz[:i1], prob.atol2, prob.rho, prob.code, prob.L,
-                   prob.q, False)
+    for i0 in range(0, n, _GEMM_ROWS):
+        i1 = min(i0 + _GEMM_ROWS, n)
+        prob.block(i0, i1, K[i0:], weight=False)
     return K
 
 
