@@ -269,8 +269,8 @@ _SYMV_MAX_COLUMNS = 4
 
 
 def _dense_matvec(K: Any, reg: float, xp: Any):
-    """``V -> (K + reg I) V`` for a symmetric kernel matrix ``K`` held in memory; a NumPy
-    ``K`` only needs its lower triangle (see ``numba_cpu.symmetric_kernel_matrix``)."""
+    """``V -> (K + reg I) V`` for a symmetric kernel matrix ``K`` held in memory (the
+    NumPy products read its lower triangle only)."""
     if is_numpy_namespace(xp) and K.dtype in (np.float32, np.float64):
         from scipy.linalg import blas
 
@@ -416,11 +416,10 @@ def solve_kernel_ridge(
             if is_numpy_namespace(xp) and _backends.select(
                 "kernel_matrix", inp.context("kernel_matrix", kernel)
             ).backend == "numba_cpu":
-                # the products read one triangle; the matrix goes into the workspace's
-                # buffer (the preconditioner computes its landmark columns anew)
-                from ._backends.numba_cpu import symmetric_kernel_matrix
+                # the matrix goes into the buffer the workspace holds from the last solve
+                from ._backends.numba_cpu import kernel_matrix_into
 
-                K = symmetric_kernel_matrix(
+                K = kernel_matrix_into(
                     kernel, Xt, None if workspace is None else workspace.pop("K", None))
                 buffered = True
             else:
@@ -434,8 +433,7 @@ def solve_kernel_ridge(
 
         rng = np.random.default_rng(random_state)
         rank = min(n, int(cfg["pcg_rank"]))
-        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp,
-                                          None if buffered else K)
+        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp, K)
         X0 = None
         if coef0 is not None:
             X0 = as_float_array(coef0, "coef0", xp, ndim=(1, 2), device=inp.device)

@@ -247,18 +247,21 @@ def test_symmetric_matvec_reads_the_lower_triangle(dtype, n, c):
 @pytest.mark.parametrize("n", [1, 7, 2100])
 @pytest.mark.parametrize("kernel", [agop.Laplace(2.0), agop.Gaussian(1.5),
                                     agop.GeneralizedExponential(2.0, 1.3)], ids=repr)
-def test_symmetric_kernel_matrix_equals_kernel_matrix_on_the_lower_triangle(dtype, n, kernel):
-    """PCG's kernel matrix (written into a reusable buffer) equals kernel_matrix on and
-    below the diagonal, the part its products read (n = 2100 spans two row blocks)."""
-    from agop._backends.numba_cpu import symmetric_kernel_matrix
+def test_kernel_matrix_into_equals_kernel_matrix(dtype, n, kernel):
+    """PCG's kernel matrix (written into a reusable buffer) equals kernel_matrix
+    (n = 2100 spans two row blocks), also when written into a given buffer."""
+    from agop._backends.numba_cpu import kernel_matrix_into
 
     X = np.random.default_rng(n).normal(size=(n, 5)).astype(dtype)
-    L = symmetric_kernel_matrix(kernel, X)
+    L = kernel_matrix_into(kernel, X)
     K = agop.kernel_matrix(kernel, X, X)
     assert L.dtype == dtype and L.shape == (n, n)
     # (equal up to the summation order of the BLAS products of different shapes)
     rtol = 1e-6 if dtype == np.float32 else 1e-14
-    np.testing.assert_allclose(np.tril(L), np.tril(K), rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(L, K, rtol=rtol, atol=rtol)
+    buf = np.full((n, n), np.nan, dtype=dtype)
+    assert kernel_matrix_into(kernel, X, buf) is buf
+    np.testing.assert_allclose(buf, K, rtol=rtol, atol=rtol)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

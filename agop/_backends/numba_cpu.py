@@ -37,10 +37,10 @@ __all__ = [
     "FASTMATH",
     "agop",
     "kernel_matrix",
+    "kernel_matrix_into",
     "kernel_mv",
     "patches",
     "predictor_grads",
-    "symmetric_kernel_matrix",
     "symmetric_matvec",
 ]
 
@@ -477,30 +477,27 @@ def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
     prob = _Problem(kernel, Xt, Zt)
     if prob.family == "lp":
         return _from_numpy(prob.lp(0), xp)
-    K = np.empty((prob.X.shape[0], prob.Z.shape[0]), dtype=prob.dtype)
-    for i0 in range(0, K.shape[0], _GEMM_ROWS):
-        i1 = min(i0 + _GEMM_ROWS, K.shape[0])
-        prob.block(i0, i1, K[i0:], weight=False)
-    return _from_numpy(K, xp)
+    return _from_numpy(_radial_matrix(prob), xp)
 
 
-def symmetric_kernel_matrix(kernel: Any, Xt: Any, out: np.ndarray | None = None) -> np.ndarray:
+def kernel_matrix_into(kernel: Any, Xt: Any, out: np.ndarray | None = None) -> np.ndarray:
     """``K(Xt, Xt)`` as a NumPy array, written into ``out`` when that is an ``n x n``
     C-ordered array of the data's dtype (a buffer kept between solves; anything else is
-    ignored and a new array is made).
-
-    The solver's products read only its lower triangle, but full row blocks are written:
-    a GEMM into a strided view of the triangle and a pass over it are slower than the
-    contiguous blocks of :func:`kernel_matrix` on this kind of machine."""
+    ignored and a new array is made)."""
     prob = _Problem(kernel, Xt, Xt)
     if prob.family == "lp":
         return prob.lp(0)
     n = prob.X.shape[0]
     usable = (isinstance(out, np.ndarray) and out.shape == (n, n)
               and out.dtype == prob.dtype and out.flags.c_contiguous)
-    K = out if usable else np.empty((n, n), dtype=prob.dtype)
-    for i0 in range(0, n, _GEMM_ROWS):
-        i1 = min(i0 + _GEMM_ROWS, n)
+    return _radial_matrix(prob, out if usable else None)
+
+
+def _radial_matrix(prob: _Problem, out: np.ndarray | None = None) -> np.ndarray:
+    """The kernel matrix of a non-L_p problem: GEMM row blocks, each passed in place."""
+    K = np.empty((prob.X.shape[0], prob.Z.shape[0]), dtype=prob.dtype) if out is None else out
+    for i0 in range(0, K.shape[0], _GEMM_ROWS):
+        i1 = min(i0 + _GEMM_ROWS, K.shape[0])
         prob.block(i0, i1, K[i0:], weight=False)
     return K
 
