@@ -215,7 +215,7 @@ def test_peak_memory_at_n_20000_d_100(kernel):
     """agop and kernel_mv at n = 20 000, d = 100 stay within the planned block budget:
     never an n x n (1.6 GB) or n x n x d array."""
     rng = np.random.default_rng(0)
-    n = 20_000 if kernel.family != "lp" else 2_000  # the L_p loops are O(n^2 d) scalar work
+    n = 20_000
     X = rng.normal(size=(n, 100)).astype(np.float32)
     coef = rng.normal(size=(n, 1)).astype(np.float32)
     budget_mb = 64
@@ -256,3 +256,47 @@ def test_vectorizing_float32_exp_against_float64_exp():
     assert np.all(got[~ok] == 0.0)
     special = apply(np.array([np.nan, -np.inf], dtype=np.float32))
     assert np.isnan(special[0]) and special[1] == 0.0
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(
+    "kernel",
+    [agop.ProductLaplace(3.0), agop.LpqLaplace(3.0, 1.0, 0.5), agop.LpqLaplace(2.5, 1.5, 1.2),
+     agop.LpqLaplace(2.0, 0.7, 0.7)],
+    ids=repr,
+)
+def test_lp_loops_across_tiles_and_threads(kernel, dtype):
+    """The L_p loops on sizes that leave partial tiles (41 rows: tiles of 16 and sweeps of
+    4; 600 centers: sweeps of 256), with coincident pairs in the first, a middle and the
+    last center tile, one and five outputs (four per sweep plus one): equal to the naive
+    loops, and bit-identical for one thread and two."""
+    import numba
+
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(41, 7))
+    Z = rng.normal(size=(600, 7))
+    Z[[0, 300, 599]] = X[[40, 0, 17]]  # coincident pairs in three center tiles
+    X, Z = X.astype(dtype), Z.astype(dtype)
+    coefs = {c: rng.normal(size=(600, c)).astype(dtype) for c in (1, 5)}
+    tol = F64 if dtype == np.float64 else {"rtol": 1e-4, "atol": 1e-5}
+    K = naive.kernel_matrix(kernel, X, Z)
+    assert_close(agop.kernel_matrix(kernel, X, Z, backend="numba_cpu"), K, dtype=dtype,
+                 **tol)
+    for c, coef in coefs.items():
+        G = naive.predictor_grads(kernel, X, Z, coef)
+        scale = float(np.max(np.abs(G)))
+        gtol = dict(tol, atol=tol["atol"] * max(scale, 1.0))
+        assert_close(agop.kernel_mv(kernel, X, Z, coef, backend="numba_cpu"), K @ coef,
+                     dtype=dtype, **gtol)
+        got = agop.predictor_grads(kernel, X, Z, coef, backend="numba_cpu")
+        assert_close(got, G, dtype=dtype, err_msg=f"c={c}", **gtol)
+        before = numba.get_num_threads()
+        try:
+            numba.set_num_threads(1)
+            single = agop.predictor_grads(kernel, X, Z, coef, backend="numba_cpu")
+        finally:
+            numba.set_num_threads(before)
+        np.testing.assert_array_equal(single, got)
+    # the coincident pairs: k = 1 and no gradient contribution
+    Kf = agop.kernel_matrix(kernel, X, Z, backend="numba_cpu")
+    assert Kf[40, 0] == 1 and Kf[0, 300] == 1 and Kf[17, 599] == 1

@@ -4,9 +4,9 @@ Euclidean M-norm kernels (``"radial"``) and the inner-product kernel (``"dot"``)
 matrix products plus one fused pass: BLAS forms ``x . z`` for a row block, one parallel
 loop turns it in place into kernel values (or gradient weights ``kappa'(r)/r``) with the
 self-pair rule applied, and BLAS again contracts the block with the coefficients.  L_p
-kernels (``"lp"``: product Laplace, L_pq) have no matrix-product form; parallel loops
-over rows compute each pair's ``||x - z||_p^p`` and gradient directly and never build an
-``n x m x d`` temporary.
+kernels (``"lp"``: product Laplace, L_pq) have no matrix-product form; loops over tiles
+of rows and centers compute ``||x - z||_p^p`` and the gradient sums directly, with the
+centers innermost so that they vectorize, and never build an ``n x m x d`` temporary.
 
 The kernel maths comes from :mod:`agop._backends._scalar`, the same plain functions the
 CUDA backend compiles.  Loops are compiled lazily (first call per dtype), cached on disk
@@ -21,11 +21,12 @@ are left to the generic path, which torch can differentiate.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from numba import njit, prange, types
-from numba.extending import intrinsic
+from numba import get_num_threads, njit, prange, types
+from numba.extending import intrinsic, overload
 
 from .._generic import AGOPAccumulator
 from .._lib._blocking import plan_blocks
@@ -52,11 +53,6 @@ FASTMATH = {"nsz", "arcp", "contract", "afn", "reassoc"}
 _scalar_jit = njit(fastmath=FASTMATH, cache=True)
 _radial_exponent = _scalar_jit(_scalar.radial_exponent)
 _radial_weight = _scalar_jit(_scalar.radial_weight)
-_lp_power_sum = _scalar_jit(_scalar.lp_power_sum)
-_lp_t = _scalar_jit(_scalar.lp_t)
-_lp_scale = _scalar_jit(_scalar.lp_scale)
-_lp_coord = _scalar_jit(_scalar.lp_coord)
-_lp_sign = _scalar_jit(_scalar.lp_sign)
 _QUADRATIC = _scalar.QUADRATIC
 _LAPLACE, _GAUSSIAN, _GENEXP = _scalar.LAPLACE, _scalar.GAUSSIAN, _scalar.GENEXP
 
@@ -184,91 +180,271 @@ def _pair_pass(T, nx, nz, atol2, rho, code, L, q, want_weight):
     (_pair_pass32 if fast else _pair_pass64)(T, nx, nz, atol2, rho, code, L, q, want_weight)
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def _lp_sum(X, Z, i, j, p):  # pragma: no cover - jitted
-    """``||x_i - z_j||_p^p``."""
-    s = 0.0
-    if p == 1.0:  # the L1 loop apart, so that it vectorizes
-        for a in range(X.shape[1]):
-            s += abs(X[i, a] - Z[j, a])
-    else:
-        for a in range(X.shape[1]):
-            s += _lp_power_sum(X[i, a] - Z[j, a], p)
-    return s
+# ------------------------------------------------------------------------ L_p loops
+# L_p kernels k = exp(-(||x - z||_p / L)^q) have no matrix-product form.  Their loops run
+# with the centers along the innermost loop (contiguous rows of Z^T), so that the
+# coordinate sums and the gradient sums over centers vectorize, in the data's dtype.
+# p = 1 (product Laplace, L_1q) has its own branches: |D| and sign(D) by selects, four
+# rows of X per sweep (one load of z serves four accumulators); other p go through the
+# scalar functions of _scalar (a power per coordinate).  Each compiled function releases
+# the GIL and works on a range of rows; _lp_loop runs the ranges on threads.  (One
+# compilation per dtype: a parallel loop would also re-optimize every function it calls
+# once per level of linking, which more than doubled the first-call time.)
+
+_inline = njit(fastmath=FASTMATH, cache=True, inline="always")
+_lp_power_sum_inline = _inline(_scalar.lp_power_sum)
+_lp_coord_inline = _inline(_scalar.lp_coord)
 
 
-@njit(fastmath=FASTMATH, cache=True)
-def _near(X, Z, i, j, s, p, tau):  # pragma: no cover - jitted
-    """The self-pair rule ``|x_i - z_j|^2 <= tau`` (``tau = rho (|x|^2 + |z|^2) + atol2``);
-    ``|x - z|_2`` is only computed when ``||x - z||_p^p = s`` leaves it open: for
-    ``p <= 2``, ``|D|_2 <= |D|_p``, and for ``p = 1`` also ``|D|_2 >= |D|_1 / sqrt(d)``."""
-    if p == 1.0 and s * s > X.shape[1] * tau:
-        return False
-    d2 = 0.0
+def _exp_any(x):  # pragma: no cover - replaced by the overload in compiled code
+    return math.exp(x)
+
+
+@overload(_exp_any, jit_options={"fastmath": _EXP_FLAGS, "cache": True})
+def _exp_any_impl(x):  # pragma: no cover - compile-time
+    """``exp`` that vectorizes for float32 (:func:`_expf`); libm's for float64."""
+    if x == types.float32:
+        return lambda x: _expf(x)
+    return lambda x: math.exp(x)
+
+
+#: L_p tiles: rows per sweep (a multiple of 4) and centers per sweep (a sweep's
+#: ``d x _LP_CENTERS`` block of Z^T stays in cache while the rows use it)
+_LP_ROWS = 16
+_LP_CENTERS = 256
+
+
+@_inline
+def _l1_dist4(X, ZT, r, j0, w, S, s0, zero):  # pragma: no cover - jitted
+    """``S[s0 + k, jj] = ||X[r[k]] - Z[j0 + jj]||_1`` for the four rows ``r``."""
+    a0, a1, a2, a3 = S[s0, :w], S[s0 + 1, :w], S[s0 + 2, :w], S[s0 + 3, :w]
+    for jj in range(w):
+        a0[jj] = a1[jj] = a2[jj] = a3[jj] = zero
     for a in range(X.shape[1]):
-        diff = X[i, a] - Z[j, a]
-        d2 += diff * diff
-    return d2 <= tau
+        x0, x1, x2, x3 = X[r[0], a], X[r[1], a], X[r[2], a], X[r[3], a]
+        z = ZT[a, j0:j0 + w]
+        for jj in range(w):
+            zz = z[jj]
+            a0[jj] += abs(x0 - zz)
+            a1[jj] += abs(x1 - zz)
+            a2[jj] += abs(x2 - zz)
+            a3[jj] += abs(x3 - zz)
 
 
-#: tile of the L_p loops: rows of X per parallel task, centers per inner sweep (a tile
-#: of X and one of Z stay in cache while all their pairs are computed)
-_TILE_ROWS = 16
-_TILE_CENTERS = 128
+@_inline
+def _lp_dist(X, ZT, i, j0, w, s, zero, p):  # pragma: no cover - jitted
+    """``s[jj] = ||X[i] - Z[j0 + jj]||_p^p`` (any ``p``)."""
+    s = s[:w]
+    for jj in range(w):
+        s[jj] = zero
+    for a in range(X.shape[1]):
+        xa = X[i, a]
+        z = ZT[a, j0:j0 + w]
+        for jj in range(w):
+            s[jj] += _lp_power_sum_inline(xa - z[jj], p)
 
 
-@_loop
-def _lp_loop(X, Z, nx, nz, atol2, rho, p, q, logL, inv_Lq, coef, K, out, G, mode):
-    """The L_p kernel loops, one compiled function for the three ops (``mode``):
+@_inline
+def _l1_grad4(X, ZT, r, j0, w, S, s0, G, zero):  # pragma: no cover - jitted
+    """``G[r[k], 0, a] += sum_jj S[s0 + k, jj] sign(X[r[k], a] - Z[j0 + jj, a])`` (one
+    output, p = 1; a row repeating the one before it is padding and left out)."""
+    w0, w1, w2, w3 = S[s0, :w], S[s0 + 1, :w], S[s0 + 2, :w], S[s0 + 3, :w]
+    for a in range(X.shape[1]):
+        x0, x1, x2, x3 = X[r[0], a], X[r[1], a], X[r[2], a], X[r[3], a]
+        z = ZT[a, j0:j0 + w]
+        # the sums over z < x and over z > x apart: masked additions, no products
+        p0 = p1 = p2 = p3 = m0 = m1 = m2 = m3 = zero
+        for jj in range(w):
+            zz = z[jj]
+            p0 += w0[jj] if x0 > zz else zero
+            m0 += w0[jj] if x0 < zz else zero
+            p1 += w1[jj] if x1 > zz else zero
+            m1 += w1[jj] if x1 < zz else zero
+            p2 += w2[jj] if x2 > zz else zero
+            m2 += w2[jj] if x2 < zz else zero
+            p3 += w3[jj] if x3 > zz else zero
+            m3 += w3[jj] if x3 < zz else zero
+        G[r[0], 0, a] += p0 - m0
+        if r[1] != r[0]:
+            G[r[1], 0, a] += p1 - m1
+        if r[2] != r[1]:
+            G[r[2], 0, a] += p2 - m2
+        if r[3] != r[2]:
+            G[r[3], 0, a] += p3 - m3
 
-    0: ``K[i, j] = exp(-(||x_i - z_j||_p / L)^q)``;
-    1: ``out[i, l] = sum_j k(x_i, z_j) coef[j, l]``;
-    2: ``G[i, l, a] = sum_j coef[j, l] d k(x_i, z_j) / d x_a`` (coincident pairs: 0).
 
-    Parallel over tiles of rows; each task owns its rows of the output.
-    """
-    n, d = X.shape
-    m = Z.shape[0]
-    c = coef.shape[1]
-    for tile in prange((n + _TILE_ROWS - 1) // _TILE_ROWS):
-        i0 = tile * _TILE_ROWS
-        i1 = min(i0 + _TILE_ROWS, n)
-        direction = np.empty(d, dtype=X.dtype)
-        for j0 in range(0, m, _TILE_CENTERS):
-            j1 = min(j0 + _TILE_CENTERS, m)
+@_inline
+def _lp_grad_row(x, ZT, j0, w, W, sg, g_row, zero, one, p):  # pragma: no cover - jitted
+    """``g_row[l, a] += sum_jj W[l, jj] |D|^(p-1) sign(D)``, ``D = x[a] - Z[j0 + jj, a]``:
+    the directions once per coordinate, then the reductions, four outputs per sweep."""
+    sg = sg[:w]
+    c = W.shape[0]
+    for a in range(ZT.shape[0]):
+        xa = x[a]
+        z = ZT[a, j0:j0 + w]
+        if p == 1.0:
+            for jj in range(w):
+                sg[jj] = (one if xa > z[jj] else zero) - (one if xa < z[jj] else zero)
+        else:
+            for jj in range(w):
+                sg[jj] = _lp_coord_inline(xa - z[jj], p)
+        for l0 in range(0, c - 3, 4):  # one load of sg serves four outputs
+            w0, w1, w2, w3 = W[l0, :w], W[l0 + 1, :w], W[l0 + 2, :w], W[l0 + 3, :w]
+            g0 = g1 = g2 = g3 = zero
+            for jj in range(w):
+                s = sg[jj]
+                g0 += w0[jj] * s
+                g1 += w1[jj] * s
+                g2 += w2[jj] * s
+                g3 += w3[jj] * s
+            g_row[l0, a] += g0
+            g_row[l0 + 1, a] += g1
+            g_row[l0 + 2, a] += g2
+            g_row[l0 + 3, a] += g3
+        for l in range(c - c % 4, c):
+            wl = W[l, :w]
+            acc = zero
+            for jj in range(w):
+                acc += wl[jj] * sg[jj]
+            g_row[l, a] += acc
+
+
+@_inline
+def _lp_dots(k, coefT, j0, w, out_row, zero):  # pragma: no cover - jitted
+    """``out_row[l] += sum_jj k[jj] coefT[l, j0 + jj]``."""
+    k = k[:w]
+    for l in range(coefT.shape[0]):
+        cl = coefT[l, j0:j0 + w]
+        acc = zero
+        for jj in range(w):
+            acc += k[jj] * cl[jj]
+        out_row[l] += acc
+
+
+@njit(fastmath=_EXP_FLAGS, cache=True)  # no reassoc: it would undo _expf
+def _lp_values(X, ZT, i, nx, nz, j0, w, s, atol2, rho, p, q, logL, inv_L, grad, zero, one,
+               fd):  # pragma: no cover - jitted
+    """Turn ``s[:w] = ||x_i - z_j||_p^p`` in place into kernel values, or with ``grad``
+    into gradient scales ``-q t k / s`` (``t = (||x - z||_p / L)^q``); coincident pairs
+    (the self-pair rule) get ``k = 1`` and scale 0."""
+    s = s[:w]
+    nzj = nz[j0:j0 + w]
+    # |D|_2 >= d^(1/2 - 1/p) |D|_p (p <= 2) rules out most pairs at once: coincidence
+    # needs s <= tau^(p/2) d^(1 - p/2); the others are checked exactly, marked by s = -1
+    n_open = 0
+    if p == 1.0:  # s^2 <= d tau (fd = 1.01 d: rounding of s cannot hide a pair)
+        for jj in range(w):
+            n_open += s[jj] * s[jj] <= fd * (rho * (nx[i] + nzj[jj]) + atol2)
+    else:
+        for jj in range(w):
+            tau = rho * (nx[i] + nzj[jj]) + atol2
+            bound = 1.01 * math.exp(0.5 * p * math.log(tau) + (1.0 - 0.5 * p) * math.log(fd))
+            n_open += s[jj] <= bound
+    if n_open > 0:
+        for jj in range(w):
+            tau = rho * (nx[i] + nzj[jj]) + atol2
+            d2 = zero
+            for a in range(X.shape[1]):
+                diff = X[i, a] - ZT[a, j0 + jj]
+                d2 += diff * diff
+            if d2 <= tau:
+                s[jj] = -one
+    if p == 1.0 and q == 1.0 and grad:  # t = s / L, scale = -k / L
+        for jj in range(w):
+            sj = s[jj]
+            k = _exp_any(-(sj * inv_L))
+            v = -(k * inv_L)
+            s[jj] = v if (sj > zero and k > zero) else zero
+    elif p == 1.0 and q == 1.0:
+        for jj in range(w):
+            sj = s[jj]
+            k = _exp_any(-(sj * inv_L))
+            s[jj] = k if sj >= zero else one
+    else:  # t = (s^(1/p) / L)^q through logarithms (no overflow of the powers), float64
+        for jj in range(w):
+            sj = s[jj]
+            if sj > zero:
+                t = math.exp((q / p) * math.log(sj) - q * logL)
+                k = math.exp(-t)
+                if grad:
+                    s[jj] = (-q) * (t * k) / sj if k > 0.0 else 0.0
+                else:
+                    s[jj] = k
+            else:  # a coincident pair
+                s[jj] = zero if grad else one
+
+
+@njit(fastmath=FASTMATH, cache=True, nogil=True)
+def _lp_rows(X, ZT, nx, nz, atol2, rho, p, q, logL, inv_L, coefT, K, out, G, mode, zero,
+             one, fd, i_start, i_stop):  # pragma: no cover - jitted
+    """The L_p kernel loops on rows ``i_start:i_stop``, one compiled function for the
+    three ops (``mode``):
+
+    0: ``K[i, j] = k(x_i, z_j)``;
+    1: ``out[i, l] += sum_j k(x_i, z_j) coef[j, l]``;
+    2: ``G[i, l, a] += sum_j coef[j, l] d k(x_i, z_j) / d x_a`` (coincident pairs: 0).
+
+    ``coefT`` is ``coef^T``; ``inv_L = 1 / L`` (used when ``p = q = 1``); ``zero``,
+    ``one`` and ``fd = d`` are constants of the data's dtype (a literal would promote
+    float32 arithmetic to float64)."""
+    m = ZT.shape[1]
+    c = coefT.shape[0]
+    S = np.empty((_LP_ROWS, _LP_CENTERS), dtype=X.dtype)
+    W = np.empty((c, _LP_CENTERS), dtype=X.dtype)
+    sg = np.empty(_LP_CENTERS, dtype=X.dtype)
+    r = np.empty(4, dtype=np.int64)
+    fast_grad = mode == 2 and c == 1 and p == 1.0
+    for i0 in range(i_start, i_stop, _LP_ROWS):
+        i1 = min(i0 + _LP_ROWS, i_stop)
+        for j0 in range(0, m, _LP_CENTERS):
+            w = min(j0 + _LP_CENTERS, m) - j0
+            if p == 1.0:
+                for g in range(i0, i1, 4):
+                    for k in range(4):  # rows past i1 repeat the last one; ignored
+                        r[k] = min(g + k, i1 - 1)
+                    _l1_dist4(X, ZT, r, j0, w, S, g - i0, zero)
+            else:
+                for i in range(i0, i1):
+                    _lp_dist(X, ZT, i, j0, w, S[i - i0], zero, p)
             for i in range(i0, i1):
-                for j in range(j0, j1):
-                    s = _lp_sum(X, Z, i, j, p)
-                    near = _near(X, Z, i, j, s, p, rho * (nx[i] + nz[j]) + atol2)
-                    if mode != 2:
-                        k = 1.0 if near else math.exp(-_lp_t(s, p, q, logL, inv_Lq))
-                        if mode == 0:
-                            K[i, j] = k
-                        else:
-                            for l in range(c):
-                                out[i, l] += k * coef[j, l]
-                        continue
-                    if near:
-                        continue
-                    t = _lp_t(s, p, q, logL, inv_Lq)
-                    scale = _lp_scale(s, t, math.exp(-t), q)
-                    if scale == 0.0:
-                        continue
-                    if c == 1 and p == 1.0:  # one fused pass: G += w sign(x - z)
-                        w = scale * coef[j, 0]
-                        for a in range(d):
-                            G[i, 0, a] += w * _lp_sign(X[i, a] - Z[j, a])
-                        continue
-                    if p == 1.0:
-                        for a in range(d):
-                            direction[a] = scale * _lp_sign(X[i, a] - Z[j, a])
-                    else:
-                        for a in range(d):
-                            direction[a] = scale * _lp_coord(X[i, a] - Z[j, a], p)
+                si = S[i - i0]
+                _lp_values(X, ZT, i, nx, nz, j0, w, si, atol2, rho, p, q, logL, inv_L,
+                           mode == 2, zero, one, fd)
+                if mode == 0:
+                    for jj in range(w):
+                        K[i, j0 + jj] = si[jj]
+                elif mode == 1:
+                    _lp_dots(si, coefT, j0, w, out[i], zero)
+                elif fast_grad:  # weights now, sums below for four rows at a time
+                    for jj in range(w):
+                        si[jj] = si[jj] * coefT[0, j0 + jj]
+                else:
                     for l in range(c):
-                        w = coef[j, l]
-                        for a in range(d):
-                            G[i, l, a] += w * direction[a]
+                        for jj in range(w):
+                            W[l, jj] = si[jj] * coefT[l, j0 + jj]
+                    _lp_grad_row(X[i], ZT, j0, w, W, sg, G[i], zero, one, p)
+            if fast_grad:
+                for g in range(i0, i1, 4):
+                    for k in range(4):
+                        r[k] = min(g + k, i1 - 1)
+                    _l1_grad4(X, ZT, r, j0, w, S, g - i0, G, zero)
+
+
+def _lp_loop(*args) -> None:
+    """:func:`_lp_rows` over all rows of ``args[0]``, in row ranges on as many threads
+    as numba's thread count."""
+    n = args[0].shape[0]
+    tiles = -(-n // _LP_ROWS)
+    threads = max(1, min(get_num_threads(), tiles))
+    if threads == 1:
+        _lp_rows(*args, 0, n)
+        return
+    # a few ranges per thread, in whole tiles, so that uneven ranges even out
+    step = -(-tiles // min(4 * threads, tiles)) * _LP_ROWS
+    with ThreadPoolExecutor(threads) as pool:
+        jobs = [pool.submit(_lp_rows, *args, i, min(i + step, n)) for i in range(0, n, step)]
+        for job in jobs:
+            job.result()
 
 
 # ------------------------------------------------------- symmetric kernel matrix products
@@ -409,11 +585,11 @@ class _Problem:
         if self.family == "lp":
             self.p, self.q = float(kernel.p), float(kernel.q)
             self.logL = math.log(kernel.bandwidth)
-            with np.errstate(over="ignore", under="ignore"):
-                self.inv_Lq = float(np.exp(-self.q * self.logL))  # may saturate to 0 or inf
-            # the L_p loops sum in float64 and are compiled for float64 only
-            self.X64 = np.ascontiguousarray(X, dtype=np.float64)
-            self.Z64 = self.X64 if same else np.ascontiguousarray(Z, dtype=np.float64)
+            # the L_p loops run in the data's dtype, on Z^T
+            self.X = np.ascontiguousarray(X)
+            self.ZT = np.ascontiguousarray(Z.T)
+            with np.errstate(over="ignore", divide="ignore"):
+                self.inv_L = self.dtype(1.0 / kernel.bandwidth)
         else:
             self.code, L, q = _scalar.kernel_code(kernel)
             self.L, self.q = self.dtype(L), self.dtype(q)
@@ -424,19 +600,20 @@ class _Problem:
         with ``coef`` (1) or the predictor gradients (2), in the data's dtype."""
         i1 = self.X.shape[0] if i1 is None else i1
         b, m, d = i1 - i0, self.Z.shape[0], self.Z.shape[1]
-        coef = np.zeros((1, 1)) if self.coef is None else self.coef.astype(np.float64)
+        dt = self.dtype
+        coef = np.zeros((1, 1), dt) if self.coef is None else self.coef
         c = coef.shape[1]
         shapes = {0: ((b, m), (1, 1), (1, 1, 1)), 1: ((1, 1), (b, c), (1, 1, 1)),
                   2: ((1, 1), (1, 1), (b, c, d))}[mode]
         # the kernel block is written straight in the data's dtype (an n x m float64
         # block would double the memory of a float32 kernel matrix, and need a cast)
-        outs = [np.empty(shapes[0], self.dtype)] + [np.zeros(shape) for shape in shapes[1:]]
+        outs = [np.empty(shapes[0], dt)] + [np.zeros(shape) for shape in shapes[1:]]
         _lp_loop(
-            self.X64[i0:i1], self.Z64, self.nx[i0:i1].astype(np.float64),
-            self.nz.astype(np.float64), float(self.atol2), float(self.rho), self.p, self.q,
-            self.logL, self.inv_Lq, coef, *outs, mode,
+            self.X[i0:i1], self.ZT, self.nx[i0:i1], self.nz, self.atol2, self.rho, self.p,
+            self.q, self.logL, self.inv_L, np.ascontiguousarray(coef.T, dtype=dt), *outs,
+            mode, dt(0), dt(1), dt(1.01 * self.X.shape[1]),
         )
-        return outs[mode].astype(self.dtype, copy=False)
+        return outs[mode].astype(dt, copy=False)
 
     def block(self, i0: int, i1: int, out: np.ndarray, *, weight: bool) -> np.ndarray:
         """Kernel values (or gradient weights) of rows ``i0:i1``, written into ``out``."""
