@@ -184,12 +184,14 @@ def _pair_pass(T, nx, nz, atol2, rho, code, L, q, want_weight):
 # L_p kernels k = exp(-(||x - z||_p / L)^q) have no matrix-product form.  Their loops run
 # with the centers along the innermost loop (contiguous rows of Z^T), so that the
 # coordinate sums and the gradient sums over centers vectorize, in the data's dtype.
-# p = 1 (product Laplace, L_1q) has its own branches: |D| and sign(D) by selects, four
-# rows of X per sweep (one load of z serves four accumulators); other p go through the
-# scalar functions of _scalar (a power per coordinate).  Each compiled function releases
-# the GIL and works on a range of rows; _lp_loop runs the ranges on threads.  (One
-# compilation per dtype: a parallel loop would also re-optimize every function it calls
-# once per level of linking, which more than doubled the first-call time.)
+# p = 1 (product Laplace, L_1q) has its own branches: |D| and sign(D) by selects and the
+# one-output gradient as two masked sums; other p take the scalar functions of _scalar
+# (a power per coordinate).  Each compiled function releases the GIL and works on a
+# range of rows; _lp_loop runs the ranges on threads.  (One compilation per dtype: a
+# parallel loop would also re-optimize every function it calls once per level of
+# linking, which more than doubled the first-call time.  Four rows per distance sweep
+# sharing each load of z were up to 1.4x faster for p = 1 but cost a quarter more
+# first-call compile time.)
 
 _inline = njit(fastmath=FASTMATH, cache=True, inline="always")
 _lp_power_sum_inline = _inline(_scalar.lp_power_sum)
@@ -208,27 +210,10 @@ def _exp_any_impl(x):  # pragma: no cover - compile-time
     return lambda x: math.exp(x)
 
 
-#: L_p tiles: rows per sweep (a multiple of 4) and centers per sweep (a sweep's
+#: L_p tiles: rows per sweep and centers per sweep (a sweep's
 #: ``d x _LP_CENTERS`` block of Z^T stays in cache while the rows use it)
 _LP_ROWS = 16
 _LP_CENTERS = 256
-
-
-@_inline
-def _l1_dist4(X, ZT, r, j0, w, S, s0, zero):  # pragma: no cover - jitted
-    """``S[s0 + k, jj] = ||X[r[k]] - Z[j0 + jj]||_1`` for the four rows ``r``."""
-    a0, a1, a2, a3 = S[s0, :w], S[s0 + 1, :w], S[s0 + 2, :w], S[s0 + 3, :w]
-    for jj in range(w):
-        a0[jj] = a1[jj] = a2[jj] = a3[jj] = zero
-    for a in range(X.shape[1]):
-        x0, x1, x2, x3 = X[r[0], a], X[r[1], a], X[r[2], a], X[r[3], a]
-        z = ZT[a, j0:j0 + w]
-        for jj in range(w):
-            zz = z[jj]
-            a0[jj] += abs(x0 - zz)
-            a1[jj] += abs(x1 - zz)
-            a2[jj] += abs(x2 - zz)
-            a3[jj] += abs(x3 - zz)
 
 
 @_inline
@@ -245,43 +230,23 @@ def _lp_dist(X, ZT, i, j0, w, s, zero, p):  # pragma: no cover - jitted
 
 
 @_inline
-def _l1_grad4(X, ZT, r, j0, w, S, s0, G, zero):  # pragma: no cover - jitted
-    """``G[r[k], 0, a] += sum_jj S[s0 + k, jj] sign(X[r[k], a] - Z[j0 + jj, a])`` (one
-    output, p = 1; a row repeating the one before it is padding and left out)."""
-    w0, w1, w2, w3 = S[s0, :w], S[s0 + 1, :w], S[s0 + 2, :w], S[s0 + 3, :w]
-    for a in range(X.shape[1]):
-        x0, x1, x2, x3 = X[r[0], a], X[r[1], a], X[r[2], a], X[r[3], a]
-        z = ZT[a, j0:j0 + w]
-        # the sums over z < x and over z > x apart: masked additions, no products
-        p0 = p1 = p2 = p3 = m0 = m1 = m2 = m3 = zero
-        for jj in range(w):
-            zz = z[jj]
-            p0 += w0[jj] if x0 > zz else zero
-            m0 += w0[jj] if x0 < zz else zero
-            p1 += w1[jj] if x1 > zz else zero
-            m1 += w1[jj] if x1 < zz else zero
-            p2 += w2[jj] if x2 > zz else zero
-            m2 += w2[jj] if x2 < zz else zero
-            p3 += w3[jj] if x3 > zz else zero
-            m3 += w3[jj] if x3 < zz else zero
-        G[r[0], 0, a] += p0 - m0
-        if r[1] != r[0]:
-            G[r[1], 0, a] += p1 - m1
-        if r[2] != r[1]:
-            G[r[2], 0, a] += p2 - m2
-        if r[3] != r[2]:
-            G[r[3], 0, a] += p3 - m3
-
-
-@_inline
 def _lp_grad_row(x, ZT, j0, w, W, sg, g_row, zero, one, p):  # pragma: no cover - jitted
     """``g_row[l, a] += sum_jj W[l, jj] |D|^(p-1) sign(D)``, ``D = x[a] - Z[j0 + jj, a]``:
-    the directions once per coordinate, then the reductions, four outputs per sweep."""
+    for p = 1 and one output two masked sums, otherwise the directions once per
+    coordinate, then the reductions, four outputs per sweep."""
     sg = sg[:w]
     c = W.shape[0]
+    w0 = W[0, :w]
     for a in range(ZT.shape[0]):
         xa = x[a]
         z = ZT[a, j0:j0 + w]
+        if p == 1.0 and c == 1:  # the sums over z < x and z > x apart: masked additions
+            gp = gm = zero
+            for jj in range(w):
+                gp += w0[jj] if xa > z[jj] else zero
+                gm += w0[jj] if xa < z[jj] else zero
+            g_row[0, a] += gp - gm
+            continue
         if p == 1.0:
             for jj in range(w):
                 sg[jj] = (one if xa > z[jj] else zero) - (one if xa < z[jj] else zero)
@@ -392,20 +357,12 @@ def _lp_rows(X, ZT, nx, nz, atol2, rho, p, q, logL, inv_L, coefT, K, out, G, mod
     S = np.empty((_LP_ROWS, _LP_CENTERS), dtype=X.dtype)
     W = np.empty((c, _LP_CENTERS), dtype=X.dtype)
     sg = np.empty(_LP_CENTERS, dtype=X.dtype)
-    r = np.empty(4, dtype=np.int64)
-    fast_grad = mode == 2 and c == 1 and p == 1.0
     for i0 in range(i_start, i_stop, _LP_ROWS):
         i1 = min(i0 + _LP_ROWS, i_stop)
         for j0 in range(0, m, _LP_CENTERS):
             w = min(j0 + _LP_CENTERS, m) - j0
-            if p == 1.0:
-                for g in range(i0, i1, 4):
-                    for k in range(4):  # rows past i1 repeat the last one; ignored
-                        r[k] = min(g + k, i1 - 1)
-                    _l1_dist4(X, ZT, r, j0, w, S, g - i0, zero)
-            else:
-                for i in range(i0, i1):
-                    _lp_dist(X, ZT, i, j0, w, S[i - i0], zero, p)
+            for i in range(i0, i1):
+                _lp_dist(X, ZT, i, j0, w, S[i - i0], zero, p)
             for i in range(i0, i1):
                 si = S[i - i0]
                 _lp_values(X, ZT, i, nx, nz, j0, w, si, atol2, rho, p, q, logL, inv_L,
@@ -415,19 +372,11 @@ def _lp_rows(X, ZT, nx, nz, atol2, rho, p, q, logL, inv_L, coefT, K, out, G, mod
                         K[i, j0 + jj] = si[jj]
                 elif mode == 1:
                     _lp_dots(si, coefT, j0, w, out[i], zero)
-                elif fast_grad:  # weights now, sums below for four rows at a time
-                    for jj in range(w):
-                        si[jj] = si[jj] * coefT[0, j0 + jj]
                 else:
                     for l in range(c):
                         for jj in range(w):
                             W[l, jj] = si[jj] * coefT[l, j0 + jj]
                     _lp_grad_row(X[i], ZT, j0, w, W, sg, G[i], zero, one, p)
-            if fast_grad:
-                for g in range(i0, i1, 4):
-                    for k in range(4):
-                        r[k] = min(g + k, i1 - 1)
-                    _l1_grad4(X, ZT, r, j0, w, S, g - i0, G, zero)
 
 
 def _lp_loop(*args) -> None:
