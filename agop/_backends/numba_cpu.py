@@ -350,7 +350,7 @@ def _lp_rows(X, ZT, nx, nz, atol2, rho, p, q, logL, inv_L, coefT, K, out, G, mod
     2: ``G[i, l, a] += sum_j coef[j, l] d k(x_i, z_j) / d x_a`` (coincident pairs: 0).
 
     ``coefT`` is ``coef^T``; ``inv_L = 1 / L`` (used when ``p = q = 1``); ``zero``,
-    ``one`` and ``fd = d`` are constants of the data's dtype (a literal would promote
+    ``one`` and ``fd = 1.01 d`` are constants of the data's dtype (a literal would promote
     float32 arithmetic to float64)."""
     m = ZT.shape[1]
     c = coefT.shape[0]
