@@ -297,17 +297,22 @@ def _lp_values(X, ZT, i, nx, nz, j0, w, s, atol2, rho, p, q, logL, inv_L, grad, 
     # |D|_2 >= d^(1/2 - 1/p) |D|_p (p <= 2) rules out most pairs at once: coincidence
     # needs s <= tau^(p/2) d^(1 - p/2); the others are checked exactly, marked by s = -1
     n_open = 0
+    log_fd = (1.0 - 0.5 * p) * math.log(fd)
     if p == 1.0:  # s^2 <= d tau (fd = 1.01 d: rounding of s cannot hide a pair)
         for jj in range(w):
             n_open += s[jj] * s[jj] <= fd * (rho * (nx[i] + nzj[jj]) + atol2)
     else:
         for jj in range(w):
             tau = rho * (nx[i] + nzj[jj]) + atol2
-            bound = 1.01 * math.exp(0.5 * p * math.log(tau) + (1.0 - 0.5 * p) * math.log(fd))
-            n_open += s[jj] <= bound
-    if n_open > 0:
+            n_open += s[jj] <= 1.01 * math.exp(0.5 * p * math.log(tau) + log_fd)
+    if n_open > 0:  # the exact check, for the pairs the bound leaves open only
         for jj in range(w):
             tau = rho * (nx[i] + nzj[jj]) + atol2
+            if p == 1.0:
+                if s[jj] * s[jj] > fd * tau:
+                    continue
+            elif s[jj] > 1.01 * math.exp(0.5 * p * math.log(tau) + log_fd):
+                continue
             d2 = zero
             for a in range(X.shape[1]):
                 diff = X[i, a] - ZT[a, j0 + jj]
