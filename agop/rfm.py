@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -263,7 +263,14 @@ def fit_feature_machine(
                 stop = True
                 stopped = t < iters
             if t < iters and not stop:
-                M = update(machine, X, Y, iteration=t)
+                # the solver's in-memory kernel matrix of this iterate, if it kept one: the
+                # AGOP reads its gradient weights off it (it is overwritten by the next
+                # solve, so only the update sees it)
+                K_train = workspace.get("K")
+                M = update(machine if K_train is None or not isinstance(machine, KernelMachine)
+                           else replace(machine, train_kernel=K_train),
+                           X, Y, iteration=t)
+                del K_train
                 if not bool(xp.any(M != 0)):
                     logger.warning("iteration %d: the update is zero (a constant predictor); "
                                    "stopping with the last iterate", t)

@@ -238,19 +238,16 @@ def _nystrom_preconditioner(
     scale = xp.astype(xp.where(positive, (lam_r + mu) / (lam + mu) - 1.0, 0.0), dtype)
 
     if is_numpy_namespace(xp) and U.dtype in (np.float32, np.float64):
-        from scipy.linalg import blas
+        from ._backends.numba_cpu import lowrank_update_apply
 
-        gemv = blas.sgemv if U.dtype == np.float32 else blas.dgemv
-        UF = np.asfortranarray(U)
+        UC = np.ascontiguousarray(U)
 
         def apply(V: Any) -> Any:
             if V.shape[1] > _SYMV_MAX_COLUMNS:
-                return V + UF @ (scale[:, None] * (UF.T @ V))
-            out = np.empty_like(V)
-            for j in range(V.shape[1]):  # two matrix-vector products per column
-                w = scale * gemv(1.0, UF, V[:, j], trans=1)
-                out[:, j] = gemv(1.0, UF, w, beta=1.0, y=V[:, j])
-            return out
+                return V + UC @ (scale[:, None] * (UC.T @ V))
+            # no BLAS between the compiled products of conjugate gradients (see
+            # lowrank_update_apply: OpenBLAS's spinning threads would slow them down)
+            return lowrank_update_apply(UC, scale, V)
 
         return apply
 
@@ -264,7 +261,7 @@ def _nystrom_preconditioner(
 #: that reads one triangle of ``K`` once per two columns (the product is memory bound:
 #: 1.5x faster than BLAS ``symv`` per column pair and about 3x faster than ``K @ V`` for
 #: 1-4 columns on this kind of machine), and the preconditioner's ``n x r`` basis by
-#: ``gemv``
+#: compiled loops too (two passes over it for all columns)
 _SYMV_MAX_COLUMNS = 4
 
 
@@ -396,6 +393,9 @@ def solve_kernel_ridge(
             raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; they must match")
     inp = _prepare(X, X, Y, M, names=("X", "X"))
     xp, Xt, Yc = inp.xp, inp.Xt, inp.coef
+    # the buffer of the last solve; after this one, workspace["K"] is this solve's matrix
+    # (or absent)
+    K_buffer = None if workspace is None else workspace.pop("K", None)
     n = Xt.shape[0]
     itemsize = 8 if dtype_name(xp, inp.dtype) == "float64" else 4
     solver, fits = _resolve_solver(solver, n, itemsize, reg)
@@ -419,8 +419,7 @@ def solve_kernel_ridge(
                 # the matrix goes into the buffer the workspace holds from the last solve
                 from ._backends.numba_cpu import kernel_matrix_into
 
-                K = kernel_matrix_into(
-                    kernel, Xt, None if workspace is None else workspace.pop("K", None))
+                K = kernel_matrix_into(kernel, Xt, K_buffer)
                 buffered = True
             else:
                 K, buffered = kernel_matrix(kernel, Xt, Xt), False

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from ._lib._compat import array_device, is_array
+from ._lib._compat import array_device, is_array, is_numpy_namespace
 from ._lib._validation import check_real_scalar, namespace_of
 from ._ops import FeatureMap, agop, fact_mapped, feature_map, kernel_mv, predictor_grads
 from .kernels import Kernel
@@ -54,6 +54,9 @@ class KernelMachine:
     M: Any  # None, (d,) or (d, d)
     fmap: FeatureMap
     centers_mapped: Any
+    #: ``K(centers_mapped, centers_mapped)`` when the solver still holds it (the RFM loop
+    #: hands it to the update rule only, never keeps it: the buffer is reused)
+    train_kernel: Any = field(default=None, repr=False)
 
     @classmethod
     def build(cls, kernel: Kernel, centers: Any, coef: Any, M: Any = None) -> KernelMachine:
@@ -77,15 +80,35 @@ class KernelMachine:
     def agop(self, X: Any, *, centering: str | None = None, diag: bool = False) -> Any:
         """AGOP of ``f`` over the rows of ``X`` (see :func:`agop.agop`)."""
         inside = diag and self.fmap.metric != "full"
-        A = agop(
-            self.kernel,
-            self.fmap.apply(X),
-            self.centers_mapped,
-            self.coef,
-            centering=centering,
-            diag=inside,
-        )
+        A = None
+        if self.train_kernel is not None and X is self.centers:
+            A = self._agop_from_train_kernel(centering, inside)
+        if A is None:
+            A = agop(
+                self.kernel,
+                self.fmap.apply(X),
+                self.centers_mapped,
+                self.coef,
+                centering=centering,
+                diag=inside,
+            )
         return self.fmap.agop_back(A, diag)
+
+    def _agop_from_train_kernel(self, centering: str | None, diag: bool) -> Any:
+        """The AGOP over the centers with the weights read off ``train_kernel`` (numba
+        backend, Laplace or Gaussian kernel), or ``None`` where that does not apply."""
+        from . import _backends
+        from ._ops import _prepare
+
+        inp = _prepare(self.centers_mapped, self.centers_mapped, self.coef)
+        if not is_numpy_namespace(inp.xp) or _backends.select(
+            "agop", inp.context("agop", self.kernel)
+        ).backend != "numba_cpu":
+            return None
+        from ._backends.numba_cpu import agop_from_kernel_matrix
+
+        return agop_from_kernel_matrix(self.kernel, self.train_kernel, inp.Xt, inp.coef,
+                                       centering=centering, diag=diag)
 
     def fact(self, X: Any = None, alpha: Any = None, *, diag: bool = False) -> Any:
         """FACT ``(1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T`` (see :func:`agop.fact`).

@@ -302,3 +302,65 @@ def test_lp_loops_across_tiles_and_threads(kernel, dtype):
     # the coincident pairs: k = 1 and no gradient contribution
     Kf = agop.kernel_matrix(kernel, X, Z, backend="numba_cpu")
     assert Kf[40, 0] == 1 and Kf[0, 300] == 1 and Kf[17, 599] == 1
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", [agop.Laplace(2.0), agop.Gaussian(1.5)],
+                         ids=["laplace", "gaussian"])
+@pytest.mark.parametrize("centering", [None, "per_output", "pooled"])
+@pytest.mark.parametrize("diag", [False, True])
+def test_agop_from_kernel_matrix_equals_agop(dtype, kernel, centering, diag):
+    """The AGOP over the centers with weights read off K (``r = -L log k`` for Laplace)
+    equals the AGOP op, coincident points (weight 0) included, and the naive loops."""
+    from agop._backends.numba_cpu import agop_from_kernel_matrix, kernel_matrix_into
+
+    rng = np.random.default_rng(5)
+    X = rng.normal(size=(230, 4)).astype(dtype)
+    X[10] = X[3]
+    X[11] = X[3]
+    coef = rng.normal(size=(230, 2)).astype(dtype)
+    K = kernel_matrix_into(kernel, X)
+    A = agop_from_kernel_matrix(kernel, K, X, coef, centering=centering, diag=diag)
+    B = np.asarray(agop.agop(kernel, X, X, coef, centering=centering, diag=diag))
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(A, B, rtol=tol, atol=tol * np.abs(B).max())
+    if centering is None and dtype == np.float64:
+        C = naive.agop(kernel, X, X, coef)
+        np.testing.assert_allclose(A, np.diag(C) if diag else C, rtol=1e-10,
+                                   atol=1e-10 * np.abs(C).max())
+
+
+def test_agop_from_kernel_matrix_declines_what_it_cannot_read():
+    """Kernels whose weight is not a function of k, and matrices of another shape,
+    dtype or layout, give None (the caller then runs the AGOP op)."""
+    from agop._backends.numba_cpu import agop_from_kernel_matrix, kernel_matrix_into
+
+    rng = np.random.default_rng(6)
+    X = rng.normal(size=(40, 3))
+    coef = rng.normal(size=(40, 1))
+    for k in (agop.Quadratic(), agop.ProductLaplace(2.0), agop.GeneralizedExponential(2.0, 1.5)):
+        K = np.asarray(agop.kernel_matrix(k, X, X))
+        assert agop_from_kernel_matrix(k, K, X, coef, centering=None, diag=False) is None
+    k = agop.Laplace(2.0)
+    K = kernel_matrix_into(k, X)
+    for bad in (K[:-1, :-1], K.astype(np.float32), np.asfortranarray(K)):
+        assert agop_from_kernel_matrix(k, bad, X, coef, centering=None, diag=False) is None
+
+
+def test_float32_weights_from_k_match_float64_log():
+    """The vectorized float32 log in the weight pass: w = k / (L^2 log k) to 5e-6 over
+    the whole range of k (down to the smallest normal float32 and up to 1 - eps)."""
+    from agop._backends.numba_cpu import _LAPLACE, _weights_from_k32
+
+    k = np.concatenate([np.logspace(-37.9, -1e-3, 100_000),
+                        1.0 - np.arange(1, 5000) * 2.0**-24]).astype(np.float32)
+    k = k[(k > 0) & (k < 1)].reshape(1, -1)
+    W = np.empty_like(k)
+    _weights_from_k32(k, W, _LAPLACE, np.float32(0.25))
+    k64 = k.astype(np.float64)
+    ref = 0.25 * k64 / np.log(k64)
+    # (weights below the smallest normal float32 are subnormal: absolute error only)
+    np.testing.assert_allclose(W, ref, rtol=5e-6, atol=float(np.finfo(np.float32).tiny))
+    edge = np.array([[0.0, 1.0, 1e-40]], dtype=np.float32)  # underflow, coincident, subnormal
+    _weights_from_k32(edge, W[:, :3], _LAPLACE, np.float32(0.25))
+    np.testing.assert_array_equal(W[0, :3], 0.0)

@@ -154,3 +154,34 @@ def test_loop_rejects_mismatched_shapes():
         fit_feature_machine(X, y, agop.Laplace(1.0), X_val=X[:, :3], Y_val=y)
     with pytest.raises(TypeError, match="kernel"):
         fit_feature_machine(X, y, "laplace")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_pcg_loop_reads_the_agop_weights_off_the_solver_kernel_matrix(dtype, monkeypatch):
+    """With PCG keeping K in memory, each update's AGOP reads its weights off that K; the
+    next M equals the AGOP recomputed from scratch for the same machine, and no machine
+    the loop returns holds the (reused) buffer."""
+    import agop._backends.numba_cpu as nc
+
+    calls = []
+    real = nc.agop_from_kernel_matrix
+
+    def counted(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(nc, "agop_from_kernel_matrix", counted)
+    X, y = low_rank(400, random_state=1)
+    X, y = X.astype(dtype), y.astype(dtype)
+    machines = []
+    res = fit_feature_machine(X, y, agop.Laplace(10.0), AGOPUpdate(normalize="fro"), iters=3,
+                              solver="pcg", keep_M=True, random_state=0,
+                              callbacks=[lambda rec, m: machines.append(m)])
+    assert calls == [True, True, True]
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+    for t in range(3):
+        assert machines[t].train_kernel is None
+        fresh = AGOPUpdate(normalize="fro")(machines[t], X, None)
+        np.testing.assert_allclose(res.history[t + 1]["M"], fresh, rtol=tol, atol=tol)
+    assert res.machine.train_kernel is None

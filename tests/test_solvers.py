@@ -286,3 +286,36 @@ def test_pcg_workspace_reuses_the_kernel_matrix_buffer(dtype):
     c, _ = solve_kernel_ridge(k, X, Y, 1e-2, solver="pcg", random_state=0, workspace=ws2)
     np.testing.assert_array_equal(c, ref)
     assert ws2["K"].shape == (300, 300)
+
+
+def test_workspace_holds_the_kernel_matrix_of_the_last_solve():
+    """After a PCG solve the workspace holds that solve's K(X, X) (what the RFM loop
+    hands to the AGOP); a direct solve leaves none, so no stale matrix survives it."""
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(200, 3))
+    Y = rng.normal(size=(200, 1))
+    k = agop.Gaussian(1.5)
+    ws = {}
+    solve_kernel_ridge(k, X, Y, 1e-2, solver="pcg", random_state=0, workspace=ws)
+    np.testing.assert_allclose(ws["K"], agop.kernel_matrix(k, X, X), rtol=1e-13, atol=1e-13)
+    solve_kernel_ridge(k, X, Y, 1e-2, solver="direct", workspace=ws)
+    assert "K" not in ws
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n, r, c", [(1, 1, 1), (7, 3, 2), (500, 40, 3), (301, 17, 4)])
+def test_lowrank_update_apply_matches_numpy(dtype, n, r, c):
+    """The preconditioner's ``V + U (s * U^T V)`` on numba's threads equals the NumPy
+    expression, for odd sizes and 1-4 columns (non-contiguous V included)."""
+    from agop._backends.numba_cpu import lowrank_update_apply
+
+    rng = np.random.default_rng(n + r + c)
+    U = rng.normal(size=(n, r)).astype(dtype)
+    s = rng.normal(size=r)
+    V = np.asfortranarray(rng.normal(size=(n, c)).astype(dtype))
+    out = lowrank_update_apply(U, s, V)
+    ref = V.astype(np.float64) + U.astype(np.float64) @ (s[:, None] * (U.T.astype(np.float64)
+                                                                      @ V.astype(np.float64)))
+    assert out.dtype == dtype and out.shape == (n, c)
+    tol = 1e-4 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(ref).max())
