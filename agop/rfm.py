@@ -27,7 +27,7 @@ from ._lib._compat import array_device
 from ._lib._validation import as_float_array, check_real_scalar, namespace_of
 from .kernels import Kernel
 from .solvers import SOLVERS, SolveInfo, solve_kernel_ridge
-from .updates import AGOPUpdate, KernelMachine, MachineKernel, UpdateRule
+from .updates import AGOPUpdate, KernelMachine, KernelMatrixLoan, MachineKernel, UpdateRule
 
 __all__ = ["METRICS", "FitResult", "fit_feature_machine", "score"]
 
@@ -264,11 +264,11 @@ def fit_feature_machine(
                 stopped = t < iters
             if t < iters and not stop:
                 # the solver's in-memory kernel matrix of this iterate, if it kept one: the
-                # AGOP reads its gradient weights off it (it is overwritten by the next
-                # solve, so only the update sees it)
+                # AGOP reads its gradient weights off it, in place (the next solve rewrites
+                # the buffer; only the update sees it)
                 K_train = workspace.get("K")
                 M = update(machine if K_train is None or not isinstance(machine, KernelMachine)
-                           else replace(machine, train_kernel=K_train),
+                           else replace(machine, train_kernel=KernelMatrixLoan(K_train)),
                            X, Y, iteration=t)
                 del K_train
                 if not bool(xp.any(M != 0)):

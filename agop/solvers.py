@@ -180,13 +180,15 @@ def _resolve_solver(solver: str, n: int, itemsize: int, reg: float) -> tuple[str
 
 
 def _gram(C: Any, xp: Any) -> Any:
-    """``C^T C`` of a tall matrix (BLAS ``syrk`` for NumPy: half the flops of a GEMM)."""
-    if is_numpy_namespace(xp) and C.dtype == np.float64:
-        from scipy.linalg import blas
+    """``C^T C`` of a tall matrix.
 
-        G = blas.dsyrk(1.0, np.asfortranarray(C), trans=1, lower=0)
-        return np.triu(G) + np.triu(G, 1).T
-    return C.T @ C
+    Through NumPy's ``matmul`` (which calls BLAS ``syrk`` for a product of a matrix with
+    its own transpose), not SciPy's BLAS: NumPy and SciPy each bundle an OpenBLAS with
+    its own worker threads, and each pool keeps spinning for a while after a call; with
+    the rest of the preconditioner on NumPy's pool, SciPy's ``syrk`` ran 3x slower here
+    than alone on 2 cores."""
+    G = C.T @ C
+    return (G + G.T) / 2.0
 
 
 def _nystrom_preconditioner(
@@ -211,7 +213,7 @@ def _nystrom_preconditioner(
     # the factorization runs in float64 whatever the data's dtype: the eigenvalues it
     # keeps must reach far below float32 round-off of K (about 1e-7 |K|), otherwise the
     # smallest kept one, lam_r, stays large and the preconditioned system ill-conditioned
-    if is_numpy_namespace(xp):  # column-major: syrk reads it without another copy
+    if is_numpy_namespace(xp):  # column-major: a plain cast of the rows taken from K
         C = np.asfortranarray(C, dtype=np.float64)
     else:
         C = xp.astype(C, xp.float64)
@@ -243,8 +245,6 @@ def _nystrom_preconditioner(
         UC = np.ascontiguousarray(U)
 
         def apply(V: Any) -> Any:
-            if V.shape[1] > _SYMV_MAX_COLUMNS:
-                return V + UC @ (scale[:, None] * (UC.T @ V))
             # no BLAS between the compiled products of conjugate gradients (see
             # lowrank_update_apply: OpenBLAS's spinning threads would slow them down)
             return lowrank_update_apply(UC, scale, V)

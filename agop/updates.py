@@ -54,8 +54,9 @@ class KernelMachine:
     M: Any  # None, (d,) or (d, d)
     fmap: FeatureMap
     centers_mapped: Any
-    #: ``K(centers_mapped, centers_mapped)`` when the solver still holds it (the RFM loop
-    #: hands it to the update rule only, never keeps it: the buffer is reused)
+    #: a :class:`KernelMatrixLoan` of ``K(centers_mapped, centers_mapped)`` while the
+    #: solver still holds it: the RFM loop hands it to the update rule only (the first
+    #: AGOP over the centers consumes it; later calls recompute)
     train_kernel: Any = field(default=None, repr=False)
 
     @classmethod
@@ -107,8 +108,26 @@ class KernelMachine:
             return None
         from ._backends.numba_cpu import agop_from_kernel_matrix
 
-        return agop_from_kernel_matrix(self.kernel, self.train_kernel, inp.Xt, inp.coef,
-                                       centering=centering, diag=diag)
+        K = self.train_kernel.take()
+        if K is None:
+            return None
+        return agop_from_kernel_matrix(self.kernel, K, inp.Xt, inp.coef,
+                                       centering=centering, diag=diag, overwrite=True)
+
+
+class KernelMatrixLoan:
+    """A kernel matrix lent to one AGOP, which may overwrite it (the RFM loop lends the
+    solver's buffer, rewritten by the next solve anyway): :meth:`take` hands it out once,
+    then returns ``None``."""
+
+    __slots__ = ("_K",)
+
+    def __init__(self, K: Any) -> None:
+        self._K = K
+
+    def take(self) -> Any:
+        K, self._K = self._K, None
+        return K
 
     def fact(self, X: Any = None, alpha: Any = None, *, diag: bool = False) -> Any:
         """FACT ``(1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T`` (see :func:`agop.fact`).

@@ -324,6 +324,12 @@ def test_agop_from_kernel_matrix_equals_agop(dtype, kernel, centering, diag):
     B = np.asarray(agop.agop(kernel, X, X, coef, centering=centering, diag=diag))
     tol = 2e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(A, B, rtol=tol, atol=tol * np.abs(B).max())
+    # in place: the same numbers, and K now holds the weights (0 on coincident pairs)
+    K2 = K.copy()
+    A2 = agop_from_kernel_matrix(kernel, K2, X, coef, centering=centering, diag=diag,
+                                 overwrite=True)
+    np.testing.assert_array_equal(A2, A)
+    assert K2[3, 3] == 0 and K2[10, 3] == 0 and K2[0, 1] < 0
     if centering is None and dtype == np.float64:
         C = naive.agop(kernel, X, X, coef)
         np.testing.assert_allclose(A, np.diag(C) if diag else C, rtol=1e-10,

@@ -185,3 +185,24 @@ def test_pcg_loop_reads_the_agop_weights_off_the_solver_kernel_matrix(dtype, mon
         fresh = AGOPUpdate(normalize="fro")(machines[t], X, None)
         np.testing.assert_allclose(res.history[t + 1]["M"], fresh, rtol=tol, atol=tol)
     assert res.machine.train_kernel is None
+
+
+def test_a_lent_kernel_matrix_serves_one_agop_only():
+    """The loan is consumed by the first AGOP over the centers (which overwrites it); a
+    second AGOP of the same machine recomputes and agrees."""
+    from dataclasses import replace
+
+    from agop._backends.numba_cpu import kernel_matrix_into
+    from agop.updates import KernelMachine, KernelMatrixLoan
+
+    rng = np.random.default_rng(2)
+    X = rng.normal(size=(150, 3))
+    coef = rng.normal(size=(150, 2))
+    k = agop.Laplace(2.0)
+    base = KernelMachine.build(k, X, coef)
+    K = kernel_matrix_into(k, X)
+    lent = replace(base, train_kernel=KernelMatrixLoan(K))
+    first = lent.agop(X)
+    assert lent.train_kernel.take() is None
+    np.testing.assert_allclose(first, lent.agop(X), rtol=1e-12, atol=1e-14)
+    np.testing.assert_allclose(first, base.agop(X), rtol=1e-12, atol=1e-14)

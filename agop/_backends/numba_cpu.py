@@ -797,7 +797,8 @@ def agop(
 
 
 def agop_from_kernel_matrix(
-    kernel: Any, K: np.ndarray, Xt: Any, coef: Any, *, centering: str | None, diag: bool
+    kernel: Any, K: np.ndarray, Xt: Any, coef: Any, *, centering: str | None, diag: bool,
+    overwrite: bool = False,
 ) -> np.ndarray | None:
     """AGOP of ``f = sum_j coef_j k(., x_j)`` over its own centers ``Xt`` (transformed
     space), with the gradient weights read off the kernel matrix ``K = K(Xt, Xt)`` at
@@ -808,6 +809,10 @@ def agop_from_kernel_matrix(
     ``K`` of another shape, dtype or layout.  Coincident pairs have ``k = 1`` in ``K``
     (the self-pair rule of :func:`kernel_matrix`) and get weight 0, as in :func:`agop`;
     so do pairs whose ``k`` rounds to 1, which lie far inside that rule's tolerance.
+
+    ``overwrite=True`` turns ``K`` into the weights in place, in one pass before all
+    products (no ``block x n`` buffer, and no compiled pass right after a BLAS call,
+    whose spinning worker threads would slow it down); ``K`` is garbage afterwards.
     """
     if kernel.family != "radial":
         return None
@@ -823,12 +828,19 @@ def agop_from_kernel_matrix(
         inv_L2 = prob.dtype(1.0 / (float(L) * float(L)))
     weights = _weights_from_k32 if prob.dtype is np.float32 else _weights_from_k64
     plan = _grad_plan(prob)
-    buf = np.empty((plan.block_rows, n), prob.dtype)
+    buf = None
+    if overwrite:
+        weights(K, K, code, inv_L2)
+    else:
+        buf = np.empty((plan.block_rows, n), prob.dtype)
     cz = prob.weighted_centers()
     acc = AGOPAccumulator(centering=centering, diag=diag, xp=np)
     for i0, i1 in plan:
-        W = buf[: i1 - i0]
-        weights(K[i0:i1], W, code, inv_L2)
+        if overwrite:
+            W = K[i0:i1]
+        else:
+            W = buf[: i1 - i0]
+            weights(K[i0:i1], W, code, inv_L2)
         acc.add(prob.grads_from_weights(W, i0, i1, cz))
     return np.ascontiguousarray(acc.finish())
 
