@@ -224,7 +224,7 @@ def test_kernel_ridge_rejects_bad_input():
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-@pytest.mark.parametrize("n", [1, 2, 3, 17, 33, 301])
+@pytest.mark.parametrize("n", [1, 2, 3, 4, 5, 7, 17, 33, 301])
 @pytest.mark.parametrize("c", [1, 2, 3, 4])
 def test_symmetric_matvec_reads_the_lower_triangle(dtype, n, c):
     """The compiled symmetric product equals K @ V, for odd and even sizes, and only
