@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ._lib._compat import array_device
+from ._lib._scratch import scratch_pool
 from ._lib._validation import as_float_array, check_real_scalar, namespace_of
 from .kernels import Kernel
 from .solvers import SOLVERS, SolveInfo, solve_kernel_ridge
@@ -234,56 +235,58 @@ def fit_feature_machine(
     # buffers the solver reuses from one iteration to the next (the in-memory kernel
     # matrix of PCG), released when the fit returns
     workspace: dict[str, Any] = {}
-    try:
-        for t in range(iters + 1):
-            t0 = time.perf_counter()
-            machine, info = _solve(kernel, X, Y, M, reg, solver, coef_prev, rng, workspace)
-            coef_prev = machine.coef
-            # train predictions from the normal equations: K coef = Y - reg coef
-            train = score(metric, Y, Y - reg * machine.coef)
-            val = None if X_val is None else score(metric, Y_val, machine.predict(X_val))
-            record: dict[str, Any] = {
-                "iteration": t,
-                "metric": metric,
-                "train_metric": train,
-                "val_metric": val,
-                "solver": info.solver,
-                "solver_iterations": info.iterations,
-            }
-            if keep_M:
-                record["M"] = M
-            if val is not None and (best_val is None or _better(val, best_val, larger_better)):
-                best_iter, best_val, best_machine = t, val, machine
-            stop = any(bool(cb(record, machine)) for cb in callbacks)
-            if (
-                val is not None
-                and early_stop_tol is not None
-                and _worse_by(val, best_val, early_stop_tol, larger_better)
-            ):
-                stop = True
-                stopped = t < iters
-            if t < iters and not stop:
-                # the solver's in-memory kernel matrix of this iterate, if it kept one: the
-                # AGOP reads its gradient weights off it, in place (the next solve rewrites
-                # the buffer; only the update sees it)
-                K_train = workspace.get("K")
-                M = update(machine if K_train is None or not isinstance(machine, KernelMachine)
-                           else replace(machine, train_kernel=KernelMatrixLoan(K_train)),
-                           X, Y, iteration=t)
-                del K_train
-                if not bool(xp.any(M != 0)):
-                    logger.warning("iteration %d: the update is zero (a constant predictor); "
-                                   "stopping with the last iterate", t)
+    # and the ops' row-block buffers (each size faulted in once per fit)
+    with scratch_pool():
+        try:
+            for t in range(iters + 1):
+                t0 = time.perf_counter()
+                machine, info = _solve(kernel, X, Y, M, reg, solver, coef_prev, rng, workspace)
+                coef_prev = machine.coef
+                # train predictions from the normal equations: K coef = Y - reg coef
+                train = score(metric, Y, Y - reg * machine.coef)
+                val = None if X_val is None else score(metric, Y_val, machine.predict(X_val))
+                record: dict[str, Any] = {
+                    "iteration": t,
+                    "metric": metric,
+                    "train_metric": train,
+                    "val_metric": val,
+                    "solver": info.solver,
+                    "solver_iterations": info.iterations,
+                }
+                if keep_M:
+                    record["M"] = M
+                if val is not None and (best_val is None or _better(val, best_val, larger_better)):
+                    best_iter, best_val, best_machine = t, val, machine
+                stop = any(bool(cb(record, machine)) for cb in callbacks)
+                if (
+                    val is not None
+                    and early_stop_tol is not None
+                    and _worse_by(val, best_val, early_stop_tol, larger_better)
+                ):
                     stop = True
-            record["seconds"] = time.perf_counter() - t0
-            history.append(record)
-            _report(bar, record, verbose)
-            if stop:
-                stopped = stopped or t < iters
-                break
-    finally:
-        if bar is not None:
-            bar.close()
+                    stopped = t < iters
+                if t < iters and not stop:
+                    # the solver's in-memory kernel matrix of this iterate, if it kept one: the
+                    # AGOP reads its gradient weights off it, in place (the next solve rewrites
+                    # the buffer; only the update sees it)
+                    K_train = workspace.get("K")
+                    M = update(machine if K_train is None or not isinstance(machine, KernelMachine)
+                               else replace(machine, train_kernel=KernelMatrixLoan(K_train)),
+                               X, Y, iteration=t)
+                    del K_train
+                    if not bool(xp.any(M != 0)):
+                        logger.warning("iteration %d: the update is zero (a constant predictor); "
+                                       "stopping with the last iterate", t)
+                        stop = True
+                record["seconds"] = time.perf_counter() - t0
+                history.append(record)
+                _report(bar, record, verbose)
+                if stop:
+                    stopped = stopped or t < iters
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
     n_iter = history[-1]["iteration"]
     if best_machine is None or not return_best:
         best_iter, best_machine = n_iter, machine

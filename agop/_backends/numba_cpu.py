@@ -31,6 +31,7 @@ from numba.extending import intrinsic, overload
 from .._generic import AGOPAccumulator
 from .._lib._blocking import plan_blocks
 from .._lib._compat import namespace_name
+from .._lib._scratch import scratch
 from .._lib._selfpair import self_pair_params
 from . import OPS, DispatchContext, _scalar, register
 
@@ -780,7 +781,7 @@ def kernel_mv(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
         return _from_numpy(prob.lp(1), xp)
     out = np.empty((n, c), dtype=prob.dtype)
     plan = plan_blocks(n, (m + c) * np.dtype(prob.dtype).itemsize)
-    buf = np.empty((plan.block_rows, m), dtype=prob.dtype)
+    buf = scratch("kernel_mv", (plan.block_rows, m), prob.dtype)
     for i0, i1 in plan:
         np.matmul(prob.block(i0, i1, buf, weight=False), prob.coef, out=out[i0:i1])
     return _from_numpy(out, xp)
@@ -793,7 +794,7 @@ def predictor_grads(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any
     if prob.family == "lp":
         return _from_numpy(prob.lp(2), xp)
     plan = _grad_plan(prob)
-    buf = np.empty((plan.block_rows, m), dtype=prob.dtype)
+    buf = scratch("grads", (plan.block_rows, m), prob.dtype)
     cz = prob.weighted_centers()
     G = np.empty((n, c, d), dtype=prob.dtype)
     for i0, i1 in plan:
@@ -808,7 +809,8 @@ def agop(
     time, each block's outer products by one BLAS call."""
     prob = _Problem(kernel, Xt, Zt, coef)
     plan = _grad_plan(prob)
-    buf = None if prob.family == "lp" else np.empty((plan.block_rows, prob.Z.shape[0]), prob.dtype)
+    buf = None if prob.family == "lp" else scratch("grads", (plan.block_rows, prob.Z.shape[0]),
+                                                   prob.dtype)
     cz = None if prob.family == "lp" else prob.weighted_centers()
     acc = AGOPAccumulator(centering=centering, diag=diag, xp=np)
     for i0, i1 in plan:
@@ -852,7 +854,7 @@ def agop_from_kernel_matrix(
     if overwrite:
         weights(K, K, code, inv_L2)
     else:
-        buf = np.empty((plan.block_rows, n), prob.dtype)
+        buf = scratch("grads", (plan.block_rows, n), prob.dtype)
     cz = prob.weighted_centers()
     acc = AGOPAccumulator(centering=centering, diag=diag, xp=np)
     for i0, i1 in plan:
