@@ -114,6 +114,19 @@ class KernelMachine:
         return agop_from_kernel_matrix(self.kernel, K, inp.Xt, inp.coef,
                                        centering=centering, diag=diag, overwrite=True)
 
+    def fact(self, X: Any = None, alpha: Any = None, *, diag: bool = False) -> Any:
+        """FACT ``(1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T`` (see :func:`agop.fact`).
+
+        By default over the centers with their coefficients ``coef``; pass rows ``X`` of
+        the training data together with their coefficients ``alpha`` for a subset.
+        """
+        if X is None:
+            if alpha is not None:
+                raise ValueError("pass alpha together with the rows X it belongs to")
+            X = self.centers
+        return fact_mapped(self.kernel, X, self.fmap, self.centers_mapped, self.coef, alpha,
+                           diag=diag)
+
 
 class KernelMatrixLoan:
     """A kernel matrix lent to one AGOP, which may overwrite it (the RFM loop lends the
@@ -128,19 +141,6 @@ class KernelMatrixLoan:
     def take(self) -> Any:
         K, self._K = self._K, None
         return K
-
-    def fact(self, X: Any = None, alpha: Any = None, *, diag: bool = False) -> Any:
-        """FACT ``(1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T`` (see :func:`agop.fact`).
-
-        By default over the centers with their coefficients ``coef``; pass rows ``X`` of
-        the training data together with their coefficients ``alpha`` for a subset.
-        """
-        if X is None:
-            if alpha is not None:
-                raise ValueError("pass alpha together with the rows X it belongs to")
-            X = self.centers
-        return fact_mapped(self.kernel, X, self.fmap, self.centers_mapped, self.coef, alpha,
-                           diag=diag)
 
 
 class MachineKernel:

