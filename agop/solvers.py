@@ -27,6 +27,7 @@ from ._lib._compat import (
     is_torch_namespace,
 )
 from ._lib._config import get_config
+from ._lib._scratch import scratch
 from ._lib._validation import as_float_array, check_finite, check_real_scalar, namespace_of
 
 __all__ = ["SOLVERS", "SingularSystemError", "SolveInfo", "solve_kernel_ridge", "solve_ridge"]
@@ -205,7 +206,15 @@ def _nystrom_preconditioner(
     n = X.shape[0]
     idx = np.sort(rng.choice(n, size=rank, replace=False))
     dev = array_device(X)
-    if K is not None:  # the landmark columns of the symmetric matrix at hand, as rows
+    # with NumPy's K, the landmark columns as rows, cast into scratch buffers (kept for
+    # the length of an RFM fit: see agop._lib._scratch)
+    numpy_K = is_numpy_namespace(xp) and isinstance(K, np.ndarray)
+    if numpy_K:
+        rows = np.take(K, idx, axis=0, out=scratch("nystrom_rows", (rank, n), K.dtype))
+        C64 = scratch("nystrom_C", (rank, n), np.float64)
+        np.copyto(C64, rows)
+        C = C64.T  # column-major (n, r)
+    elif K is not None:  # the landmark columns of the symmetric matrix at hand, as rows
         C = xp.take(K, xp.asarray(idx, device=dev), axis=0).T
     else:
         landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
@@ -213,9 +222,9 @@ def _nystrom_preconditioner(
     # the factorization runs in float64 whatever the data's dtype: the eigenvalues it
     # keeps must reach far below float32 round-off of K (about 1e-7 |K|), otherwise the
     # smallest kept one, lam_r, stays large and the preconditioned system ill-conditioned
-    if is_numpy_namespace(xp):  # column-major: a plain cast of the rows taken from K
+    if is_numpy_namespace(xp) and not numpy_K:  # column-major, as C64.T above
         C = np.asfortranarray(C, dtype=np.float64)
-    else:
+    elif not numpy_K:
         C = xp.astype(C, xp.float64)
     Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
     evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
@@ -232,7 +241,14 @@ def _nystrom_preconditioner(
     positive = lam > top * eps64 * rank
     lam = xp.where(positive, lam, 0.0)
     dtype = X.dtype
-    U = xp.astype(C @ ((T @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :]), dtype)
+    R = (T @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :]
+    if numpy_K:
+        U64 = np.matmul(C, R, out=scratch("nystrom_U64", (n, rank), np.float64))
+        U = scratch("nystrom_U", (n, rank), dtype)
+        np.copyto(U, U64)
+        del U64
+    else:
+        U = xp.astype(C @ R, dtype)
     del C
     mu = reg if reg > 0 else top * finfo_eps(xp, dtype) * n
     lam_r = float(xp.min(xp.where(positive, lam, top)))

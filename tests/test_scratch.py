@@ -53,3 +53,24 @@ def test_ops_give_the_same_numbers_with_pooled_buffers():
         np.testing.assert_allclose(agop.agop(k, X, Z, coef), ref_agop, rtol=1e-5, atol=1e-7)
         np.testing.assert_allclose(agop.predictor_grads(k, X, Z, coef), ref_g, rtol=1e-5,
                                    atol=1e-6)
+
+
+def test_pcg_solves_in_a_pool_equal_fresh_ones():
+    """The Nystrom preconditioner's buffers come from the pool too: a second solve in
+    the same pool (other kernel, buffers holding the first solve's numbers) gives the
+    coefficients of a solve outside any pool."""
+    from agop.solvers import solve_kernel_ridge
+
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(400, 4)).astype(np.float32)
+    Y = rng.normal(size=(400, 2)).astype(np.float32)
+    with scratch_pool(), agop.config_context(pcg_rank=100):
+        ws = {}
+        solve_kernel_ridge(agop.Gaussian(1.0), X, Y, 1e-2, solver="pcg", random_state=1,
+                           workspace=ws)
+        got, _ = solve_kernel_ridge(agop.Laplace(3.0), X, Y, 1e-2, solver="pcg",
+                                    random_state=0, workspace=ws)
+    with agop.config_context(pcg_rank=100):
+        ref, _ = solve_kernel_ridge(agop.Laplace(3.0), X, Y, 1e-2, solver="pcg",
+                                    random_state=0)
+    np.testing.assert_array_equal(got, ref)
