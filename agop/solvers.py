@@ -276,8 +276,8 @@ def _nystrom_preconditioner(
 #: up to this many right-hand sides, a NumPy kernel matrix is applied by a compiled loop
 #: that reads one triangle of ``K`` once per two columns (the product is memory bound:
 #: about 2x faster than BLAS ``symv`` per column pair and 4x faster than ``K @ V`` for
-#: 1-4 columns on this kind of machine), and the preconditioner's ``n x r`` basis by
-#: compiled loops too (two passes over it for all columns)
+#: 1-4 columns on this kind of machine).  (The preconditioner's ``n x r`` basis is
+#: applied by compiled loops for any number of columns: two passes over it for all.)
 _SYMV_MAX_COLUMNS = 4
 
 
