@@ -206,26 +206,24 @@ def _nystrom_preconditioner(
     n = X.shape[0]
     idx = np.sort(rng.choice(n, size=rank, replace=False))
     dev = array_device(X)
-    # with NumPy's K, the landmark columns as rows, cast into scratch buffers (kept for
-    # the length of an RFM fit: see agop._lib._scratch)
-    numpy_K = is_numpy_namespace(xp) and isinstance(K, np.ndarray)
-    if numpy_K:
-        rows = np.take(K, idx, axis=0, out=scratch("nystrom_rows", (rank, n), K.dtype))
-        C64 = scratch("nystrom_C", (rank, n), np.float64)
-        np.copyto(C64, rows)
-        C = C64.T  # column-major (n, r)
-    elif K is not None:  # the landmark columns of the symmetric matrix at hand, as rows
-        C = xp.take(K, xp.asarray(idx, device=dev), axis=0).T
-    else:
-        landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
-        C = kernel_matrix(kernel, X, landmarks)  # (n, r)
     # the factorization runs in float64 whatever the data's dtype: the eigenvalues it
     # keeps must reach far below float32 round-off of K (about 1e-7 |K|), otherwise the
     # smallest kept one, lam_r, stays large and the preconditioned system ill-conditioned
-    if is_numpy_namespace(xp) and not numpy_K:  # column-major, as C64.T above
-        C = np.asfortranarray(C, dtype=np.float64)
-    elif not numpy_K:
-        C = xp.astype(C, xp.float64)
+    numpy_K = is_numpy_namespace(xp) and isinstance(K, np.ndarray)
+    if numpy_K:  # the landmark columns of K as rows, cast into scratch buffers (kept for
+        # the length of an RFM fit: see agop._lib._scratch); column-major (n, r)
+        rows = np.take(K, idx, axis=0, out=scratch("nystrom_rows", (rank, n), K.dtype))
+        C64 = scratch("nystrom_C", (rank, n), np.float64)
+        np.copyto(C64, rows)
+        C = C64.T
+    else:
+        if K is not None:  # the landmark columns of the symmetric matrix at hand
+            C = xp.take(K, xp.asarray(idx, device=dev), axis=0).T
+        else:
+            landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
+            C = kernel_matrix(kernel, X, landmarks)  # (n, r)
+        C = (np.asfortranarray(C, dtype=np.float64) if is_numpy_namespace(xp)
+             else xp.astype(C, xp.float64))
     Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
     evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
     eps64 = finfo_eps(xp, xp.float64)

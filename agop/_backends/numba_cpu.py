@@ -605,7 +605,7 @@ def _lowrank_expand(U, W, V, out):  # pragma: no cover - jitted
 
 
 def lowrank_update_apply(U: np.ndarray, scale: np.ndarray, V: np.ndarray) -> np.ndarray:
-    """``V + U (scale[:, None] * (U^T V))`` for a C-ordered ``U`` (n, r) and a few columns
+    """``V + U (scale[:, None] * (U^T V))`` for a C-ordered ``U`` (n, r) and columns
     ``V`` (n, c), in ``U``'s dtype: two passes over ``U`` on numba's threads.
 
     A preconditioner applied between kernel-matrix products inside conjugate gradients
