@@ -270,9 +270,12 @@ def fit_feature_machine(
                     # AGOP reads its gradient weights off it, in place (the next solve rewrites
                     # the buffer; only the update sees it)
                     K_train = workspace.get("K")
-                    M = update(machine if K_train is None or not isinstance(machine, KernelMachine)
-                               else replace(machine, train_kernel=KernelMatrixLoan(K_train)),
+                    loan = None if K_train is None else KernelMatrixLoan(
+                        K_train, lower=workspace.get("K_lower", False))
+                    M = update(machine if loan is None or not isinstance(machine, KernelMachine)
+                               else replace(machine, train_kernel=loan),
                                X, Y, iteration=t)
+                    del loan
                     del K_train
                     if not bool(xp.any(M != 0)):
                         logger.warning("iteration %d: the update is zero (a constant predictor); "

@@ -28,6 +28,7 @@ from ._lib._compat import (
 )
 from ._lib._config import get_config
 from ._lib._scratch import scratch
+from ._lib._threads import gram, matmul, own_threads
 from ._lib._validation import as_float_array, check_finite, check_real_scalar, namespace_of
 
 __all__ = ["SOLVERS", "SingularSystemError", "SolveInfo", "solve_kernel_ridge", "solve_ridge"]
@@ -183,19 +184,26 @@ def _resolve_solver(solver: str, n: int, itemsize: int, reg: float) -> tuple[str
 def _gram(C: Any, xp: Any) -> Any:
     """``C^T C`` of a tall matrix.
 
-    Through NumPy's ``matmul`` (which calls BLAS ``syrk`` for a product of a matrix with
-    its own transpose), not SciPy's BLAS: NumPy and SciPy each bundle an OpenBLAS with
-    its own worker threads, and each pool keeps spinning for a while after a call; with
-    the rest of the preconditioner on NumPy's pool, SciPy's ``syrk`` ran 3x slower here
-    than alone on 2 cores."""
+    NumPy arrays through NumPy's BLAS (inside the compiled ops' thread handling, split
+    over agop's threads: see ``agop._lib._threads``), not SciPy's: NumPy and SciPy each
+    bundle an OpenBLAS with its own worker threads, and each pool keeps polling for a
+    while after a call; with the rest of the preconditioner on NumPy's BLAS, SciPy's
+    ``syrk`` ran 3x slower here than alone on 2 cores."""
+    if is_numpy_namespace(xp):
+        return gram(C)
     G = C.T @ C
     return (G + G.T) / 2.0
 
 
 def _nystrom_preconditioner(
-    kernel: Any, X: Any, reg: float, rank: int, rng: Any, xp: Any, K: Any = None
+    kernel: Any, X: Any, reg: float, rank: int, rng: Any, xp: Any, K: Any = None,
+    K_lower: bool = False,
 ):
     """``v -> P^{-1} v`` for the randomized Nystrom preconditioner of ``K + reg I``.
+
+    ``K``: the kernel matrix at hand, whose landmark rows are taken (a NumPy ``K`` that
+    holds its lower triangle only, ``K_lower=True``, has them recomputed instead: an
+    ``r x n`` GEMM and pass, cheaper than gathering them from both triangles).
 
     ``K ~ U diag(lam) U^T`` from ``rank`` uniformly drawn landmark columns;
     ``P^{-1} = (lam_r + mu) U diag(1 / (lam + mu)) U^T + (I - U U^T)`` with ``mu = reg``
@@ -212,7 +220,13 @@ def _nystrom_preconditioner(
     numpy_K = is_numpy_namespace(xp) and isinstance(K, np.ndarray)
     if numpy_K:  # the landmark columns of K as rows, cast into scratch buffers (kept for
         # the length of an RFM fit: see agop._lib._scratch); column-major (n, r)
-        rows = np.take(K, idx, axis=0, out=scratch("nystrom_rows", (rank, n), K.dtype))
+        rows = scratch("nystrom_rows", (rank, n), K.dtype)
+        if K_lower:
+            from ._backends.numba_cpu import kernel_rows_into
+
+            kernel_rows_into(kernel, X, idx, rows)
+        else:  # (mode "clip": with the default, NumPy buffers the output in a new array)
+            np.take(K, idx, axis=0, out=rows, mode="clip")
         C64 = scratch("nystrom_C", (rank, n), np.float64)
         np.copyto(C64, rows)
         C = C64.T
@@ -224,7 +238,10 @@ def _nystrom_preconditioner(
             C = kernel_matrix(kernel, X, landmarks)  # (n, r)
         C = (np.asfortranarray(C, dtype=np.float64) if is_numpy_namespace(xp)
              else xp.astype(C, xp.float64))
-    Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
+    if numpy_K:  # from the C-ordered rows: np.take would first copy all of C.T
+        Krr = C64[:, idx].T
+    else:
+        Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
     evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
     eps64 = finfo_eps(xp, xp.float64)
     keep = evals > rank * eps64 * float(xp.max(xp.abs(evals)))
@@ -241,7 +258,7 @@ def _nystrom_preconditioner(
     dtype = X.dtype
     R = (T @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :]
     if numpy_K:
-        U64 = np.matmul(C, R, out=scratch("nystrom_U64", (n, rank), np.float64))
+        U64 = matmul(C, R, out=scratch("nystrom_U64", (n, rank), np.float64))
         U = scratch("nystrom_U", (n, rank), dtype)
         np.copyto(U, U64)
         del U64
@@ -410,6 +427,8 @@ def solve_kernel_ridge(
     # the buffer of the last solve; after this one, workspace["K"] is this solve's matrix
     # (or absent)
     K_buffer = None if workspace is None else workspace.pop("K", None)
+    if workspace is not None:
+        workspace.pop("K_lower", None)
     n = Xt.shape[0]
     itemsize = 8 if dtype_name(xp, inp.dtype) == "float64" else 4
     solver, fits = _resolve_solver(solver, n, itemsize, reg)
@@ -433,20 +452,25 @@ def solve_kernel_ridge(
                 # the matrix goes into the buffer the workspace holds from the last solve
                 from ._backends.numba_cpu import kernel_matrix_into
 
-                K = kernel_matrix_into(kernel, Xt, K_buffer)
-                buffered = True
+                # (its lower triangle: all that the products and the AGOP read)
+                K = kernel_matrix_into(kernel, Xt, K_buffer, lower=True)
+                buffered = lower = True
             else:
-                K, buffered = kernel_matrix(kernel, Xt, Xt), False
+                K, buffered, lower = kernel_matrix(kernel, Xt, Xt), False, False
             matvec = _dense_matvec(K, reg, xp)
         else:
-            K, buffered = None, False
+            K, buffered, lower = None, False, False
 
             def matvec(V):
                 return kernel_mv(kernel, Xt, Xt, V) + reg * V
 
         rng = np.random.default_rng(random_state)
         rank = min(n, int(cfg["pcg_rank"]))
-        precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp, K)
+        if is_numpy_namespace(xp):  # NumPy's BLAS on agop's threads (see _gram)
+            with own_threads():
+                precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp, K, lower)
+        else:
+            precond = _nystrom_preconditioner(kernel, Xt, reg, rank, rng, xp, K)
         X0 = None
         if coef0 is not None:
             X0 = as_float_array(coef0, "coef0", xp, ndim=(1, 2), device=inp.device)
@@ -462,6 +486,7 @@ def solve_kernel_ridge(
             )
         if workspace is not None and buffered:
             workspace["K"] = K  # the next solve of this size writes into it
+            workspace["K_lower"] = lower
         del K
         info = SolveInfo("pcg", iters, res, ok, fits)
     if not bool(xp.all(xp.isfinite(coef))):  # pragma: no cover - guarded by the solvers

@@ -112,7 +112,8 @@ class KernelMachine:
         if K is None:
             return None
         return agop_from_kernel_matrix(self.kernel, K, inp.Xt, inp.coef,
-                                       centering=centering, diag=diag, overwrite=True)
+                                       centering=centering, diag=diag, overwrite=True,
+                                       lower=self.train_kernel.lower)
 
     def fact(self, X: Any = None, alpha: Any = None, *, diag: bool = False) -> Any:
         """FACT ``(1/m) sum_i (J_f(x_i)^T alpha_i) x_i^T`` (see :func:`agop.fact`).
@@ -131,12 +132,14 @@ class KernelMachine:
 class KernelMatrixLoan:
     """A kernel matrix lent to one AGOP, which may overwrite it (the RFM loop lends the
     solver's buffer, rewritten by the next solve anyway): :meth:`take` hands it out once,
-    then returns ``None``."""
+    then returns ``None``.  ``lower``: the matrix holds its lower triangle only (the
+    strict upper one is garbage), as PCG keeps it."""
 
-    __slots__ = ("_K",)
+    __slots__ = ("_K", "lower")
 
-    def __init__(self, K: Any) -> None:
+    def __init__(self, K: Any, lower: bool = False) -> None:
         self._K = K
+        self.lower = bool(lower)
 
     def take(self) -> Any:
         K, self._K = self._K, None

@@ -30,6 +30,7 @@ def test_config_context_nests_and_restores():
         ({"block_rows": 2.5}, ValueError),
         ({"working_memory_mb": -1}, ValueError),
         ({"check_finite": "yes"}, TypeError),
+        ({"own_blas_threads": 1}, TypeError),
     ],
 )
 def test_config_rejects_bad_values(kw, exc):

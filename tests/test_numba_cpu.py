@@ -330,6 +330,14 @@ def test_agop_from_kernel_matrix_equals_agop(dtype, kernel, centering, diag):
                                  overwrite=True)
     np.testing.assert_array_equal(A2, A)
     assert K2[3, 3] == 0 and K2[10, 3] == 0 and K2[0, 1] < 0
+    # (in place, the weights are made in the lower triangle and mirrored: the same
+    # numbers as the full pass on the symmetric K)
+    from agop._backends.numba_cpu import _GAUSSIAN, _LAPLACE, weights_from_k
+
+    W = np.empty_like(K)
+    code = _LAPLACE if kernel.name == "laplace" else _GAUSSIAN
+    weights_from_k(K, W, code, dtype(1.0 / kernel.bandwidth ** 2))
+    np.testing.assert_array_equal(K2, W)
     if centering is None and dtype == np.float64:
         C = naive.agop(kernel, X, X, coef)
         np.testing.assert_allclose(A, np.diag(C) if diag else C, rtol=1e-10,
@@ -356,17 +364,96 @@ def test_agop_from_kernel_matrix_declines_what_it_cannot_read():
 def test_float32_weights_from_k_match_float64_log():
     """The vectorized float32 log in the weight pass: w = k / (L^2 log k) to 5e-6 over
     the whole range of k (down to the smallest normal float32 and up to 1 - eps)."""
-    from agop._backends.numba_cpu import _LAPLACE, _weights_from_k32
+    from agop._backends.numba_cpu import _LAPLACE, weights_from_k
 
     k = np.concatenate([np.logspace(-37.9, -1e-3, 100_000),
                         1.0 - np.arange(1, 5000) * 2.0**-24]).astype(np.float32)
     k = k[(k > 0) & (k < 1)].reshape(1, -1)
     W = np.empty_like(k)
-    _weights_from_k32(k, W, _LAPLACE, np.float32(0.25))
+    weights_from_k(k, W, _LAPLACE, np.float32(0.25))
     k64 = k.astype(np.float64)
     ref = 0.25 * k64 / np.log(k64)
     # (weights below the smallest normal float32 are subnormal: absolute error only)
     np.testing.assert_allclose(W, ref, rtol=5e-6, atol=float(np.finfo(np.float32).tiny))
     edge = np.array([[0.0, 1.0, 1e-40]], dtype=np.float32)  # underflow, coincident, subnormal
-    _weights_from_k32(edge, W[:, :3], _LAPLACE, np.float32(0.25))
+    weights_from_k(edge, W[:, :3], _LAPLACE, np.float32(0.25))
     np.testing.assert_array_equal(W[0, :3], 0.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lower_triangle_products_and_mirror(dtype):
+    """The AGOP's products read a symmetric matrix from its lower triangle (and whole
+    diagonal blocks): garbage in the rest of the upper triangle changes nothing, for row
+    ranges that do not align with the blocks; mirror_lower fills the upper triangle,
+    whole or blockwise."""
+    from agop._backends.numba_cpu import (
+        _GEMM_ROWS_LOWER,
+        mirror_lower,
+        symmetric_rows_product,
+    )
+    from agop._lib._threads import own_threads
+
+    n, blk = 2 * _GEMM_ROWS_LOWER + 77, _GEMM_ROWS_LOWER
+    rng = np.random.default_rng(8)
+    A = rng.normal(size=(n, n))
+    S = ((A + A.T) / 2).astype(dtype)
+    B = rng.normal(size=(n, 7)).astype(dtype)
+    K = np.tril(S) + np.triu(np.full((n, n), 1e30), 1).astype(dtype)
+    mirror_lower(K, blk)
+    for b0 in range(0, n, blk):  # the diagonal blocks are whole, the rest untouched
+        b1 = min(b0 + blk, n)
+        np.testing.assert_array_equal(K[b0:b1, b0:b1], S[b0:b1, b0:b1])
+    assert K[0, n - 1] == dtype(1e30)
+    tol = 1e-4 if dtype == np.float32 else 1e-11
+    with own_threads():
+        for i0, i1 in [(0, n), (0, 1), (5, 700), (blk - 1, blk + 1), (n - 3, n)]:
+            got = symmetric_rows_product(K, i0, i1, B)
+            np.testing.assert_allclose(got, S[i0:i1] @ B, rtol=tol, atol=tol * 30)
+    mirror_lower(K)
+    np.testing.assert_array_equal(K, S)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("kernel", [agop.Laplace(2.0), agop.Gaussian(1.5),
+                                    agop.ProductLaplace(2.0)], ids=repr)
+def test_kernel_rows_into_equals_kernel_matrix_rows(dtype, kernel):
+    from agop._backends.numba_cpu import kernel_rows_into
+
+    rng = np.random.default_rng(9)
+    X = rng.normal(size=(300, 4)).astype(dtype)
+    idx = np.array([0, 17, 18, 299])
+    out = np.empty((4, 300), dtype=dtype)
+    assert kernel_rows_into(kernel, X, idx, out) is out
+    K = np.asarray(agop.kernel_matrix(kernel, X, X))
+    tol = 1e-6 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(out, K[idx], rtol=tol, atol=tol)
+    assert np.all(out[np.arange(4), idx] == 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("centering", [None, "pooled"])
+def test_agop_from_lower_kernel_matrix_equals_agop(dtype, centering):
+    """PCG keeps only the lower triangle of K: the AGOP read off it (n spanning several
+    blocks, coincident points) equals the AGOP op, whatever the upper triangle holds."""
+    from agop._backends.numba_cpu import (
+        _GEMM_ROWS_LOWER,
+        agop_from_kernel_matrix,
+        kernel_matrix_into,
+    )
+
+    n = _GEMM_ROWS_LOWER + 300
+    rng = np.random.default_rng(10)
+    X = rng.normal(size=(n, 4)).astype(dtype)
+    X[n - 1] = X[3]
+    coef = rng.normal(size=(n, 2)).astype(dtype)
+    kernel = agop.Laplace(2.0)
+    K = np.full((n, n), 7.0, dtype=dtype)
+    assert kernel_matrix_into(kernel, X, K, lower=True) is K
+    assert K[0, n - 1] == 7.0  # the strict upper triangle is not written
+    A = agop_from_kernel_matrix(kernel, K, X, coef, centering=centering, diag=False,
+                                overwrite=True, lower=True)
+    B = np.asarray(agop.agop(kernel, X, X, coef, centering=centering))
+    tol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(A, B, rtol=tol, atol=tol * np.abs(B).max())
+    with pytest.raises(ValueError, match="overwrite"):
+        agop_from_kernel_matrix(kernel, K, X, coef, centering=None, diag=False, lower=True)

@@ -127,7 +127,11 @@ def test_dense_operator_and_preconditioner_for_any_number_of_columns(dtype, c):
     k = agop.Laplace(2.0)
     K = agop.kernel_matrix(k, X, X)
     V = rng.normal(size=(300, c)).astype(dtype)
-    tol = {"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32 else {"rtol": 1e-12}
+    # (float64: round-off of a sum of 300 terms, relative to their magnitudes, not to
+    # an entry that happens to cancel)
+    scale = float(np.abs(K).sum(axis=1).max() * np.abs(V).max())
+    tol = ({"rtol": 1e-4, "atol": 1e-4} if dtype == np.float32
+           else {"rtol": 1e-12, "atol": 1e-14 * scale})
     np.testing.assert_allclose(_dense_matvec(K, 0.5, np)(V), K @ V + 0.5 * V, **tol)
     apply = _nystrom_preconditioner(k, X, 1e-3, 50, np.random.default_rng(0), np, K)
     # the same preconditioner (same landmarks) on the Array-API path, which applies it
@@ -246,16 +250,26 @@ def test_symmetric_matvec_reads_the_lower_triangle(dtype, n, c):
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("n", [1, 7, 2100])
 @pytest.mark.parametrize("kernel", [agop.Laplace(2.0), agop.Gaussian(1.5),
-                                    agop.GeneralizedExponential(2.0, 1.3)], ids=repr)
+                                    agop.GeneralizedExponential(2.0, 1.3), agop.Quadratic()],
+                         ids=repr)
 def test_kernel_matrix_into_equals_kernel_matrix(dtype, n, kernel):
     """PCG's kernel matrix (written into a reusable buffer) equals kernel_matrix
-    (n = 2100 spans two row blocks), also when written into a given buffer."""
+    (n = 2100 spans several row blocks and an uneven last strip), also when written into
+    a given buffer; the radial kernels compute the lower triangle and mirror it, so the
+    matrix is exactly symmetric, coincident points included."""
     from agop._backends.numba_cpu import kernel_matrix_into
 
     X = np.random.default_rng(n).normal(size=(n, 5)).astype(dtype)
+    if n > 7:
+        X[n - 1] = X[2]  # a coincident pair far apart: k = 1 in both triangles
     L = kernel_matrix_into(kernel, X)
     K = agop.kernel_matrix(kernel, X, X)
     assert L.dtype == dtype and L.shape == (n, n)
+    if kernel.family == "radial":
+        np.testing.assert_array_equal(L, L.T)
+        assert np.all(np.diag(L) == 1)
+        if n > 7:
+            assert L[n - 1, 2] == 1 and L[2, n - 1] == 1
     # (equal up to the summation order of the BLAS products of different shapes)
     rtol = 1e-6 if dtype == np.float32 else 1e-14
     np.testing.assert_allclose(L, K, rtol=rtol, atol=rtol)
@@ -290,16 +304,19 @@ def test_pcg_workspace_reuses_the_kernel_matrix_buffer(dtype):
 
 def test_workspace_holds_the_kernel_matrix_of_the_last_solve():
     """After a PCG solve the workspace holds that solve's K(X, X) (what the RFM loop
-    hands to the AGOP); a direct solve leaves none, so no stale matrix survives it."""
+    hands to the AGOP) as its lower triangle, flagged so; a direct solve leaves none, so
+    no stale matrix survives it."""
     rng = np.random.default_rng(4)
     X = rng.normal(size=(200, 3))
     Y = rng.normal(size=(200, 1))
     k = agop.Gaussian(1.5)
     ws = {}
     solve_kernel_ridge(k, X, Y, 1e-2, solver="pcg", random_state=0, workspace=ws)
-    np.testing.assert_allclose(ws["K"], agop.kernel_matrix(k, X, X), rtol=1e-13, atol=1e-13)
+    assert ws["K_lower"] is True
+    np.testing.assert_allclose(np.tril(ws["K"]), np.tril(agop.kernel_matrix(k, X, X)),
+                               rtol=1e-13, atol=1e-13)
     solve_kernel_ridge(k, X, Y, 1e-2, solver="direct", workspace=ws)
-    assert "K" not in ws
+    assert "K" not in ws and "K_lower" not in ws
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])

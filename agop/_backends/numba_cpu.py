@@ -33,6 +33,7 @@ from .._lib._blocking import plan_blocks
 from .._lib._compat import namespace_name
 from .._lib._scratch import scratch
 from .._lib._selfpair import self_pair_params
+from .._lib._threads import matmul, run_rows, with_own_threads
 from . import OPS, DispatchContext, _scalar, register
 
 __all__ = [
@@ -41,11 +42,15 @@ __all__ = [
     "agop_from_kernel_matrix",
     "kernel_matrix",
     "kernel_matrix_into",
+    "kernel_rows_into",
     "kernel_mv",
     "lowrank_update_apply",
+    "mirror_lower",
     "patches",
     "predictor_grads",
     "symmetric_matvec",
+    "symmetric_rows_product",
+    "weights_from_k",
 ]
 
 #: Fast-math flags of every loop: contraction to FMA, reciprocal and approximate
@@ -148,8 +153,8 @@ def _logf(x):  # pragma: no cover - jitted
 
 
 @njit(fastmath=_EXP_FLAGS, cache=True, inline="always")
-def _weight_row_from_k32(K, W, i, code, inv_L2):  # pragma: no cover - jitted
-    for j in range(K.shape[1]):
+def _weight_row_from_k32(K, W, i, code, inv_L2, jend):  # pragma: no cover - jitted
+    for j in range(jend):
         k = K[i, j]
         inside = (k > _TINY32) & (k < _ONE)  # k = 1: a coincident pair (or k rounds to 1)
         kk = k if inside else _HALF
@@ -157,29 +162,42 @@ def _weight_row_from_k32(K, W, i, code, inv_L2):  # pragma: no cover - jitted
         W[i, j] = w if inside else _ZERO
 
 
-@njit(parallel=True, fastmath=_EXP_FLAGS, cache=True)
-def _weights_from_k32(K, W, code, inv_L2):  # pragma: no cover - jitted
-    """``W[i, j] = kappa'(r) / r`` from ``K[i, j] = kappa(r)`` for the Laplace kernel
-    (``r = -L log k``, ``w = k / (L^2 log k)``) and the Gaussian (``w = -k / L^2``);
-    ``w = 0`` where ``k = 1`` (coincident pairs) or ``k`` underflowed."""
-    for i in prange(K.shape[0]):  # one copy of the row loop per kernel: branches fold
-        if code == _LAPLACE:
-            _weight_row_from_k32(K, W, i, _LAPLACE, inv_L2)
+@njit(parallel=True, nogil=True, fastmath=_EXP_FLAGS, cache=True)
+def _weight_rows32(K, W, code, inv_L2, lower, r0, r1):  # pragma: no cover - jitted
+    """Rows ``r0:r1`` of ``W[i, j] = kappa'(r) / r`` from ``K[i, j] = kappa(r)`` for the
+    Laplace kernel (``r = -L log k``, ``w = k / (L^2 log k)``) and the Gaussian
+    (``w = -k / L^2``); ``w = 0`` where ``k = 1`` (coincident pairs) or ``k``
+    underflowed.  ``lower``: columns ``j <= i`` only."""
+    m = K.shape[1]
+    for i in prange(r0, r1):
+        jend = i + 1 if lower else m
+        if code == _LAPLACE:  # one copy of the row loop per kernel: branches fold
+            _weight_row_from_k32(K, W, i, _LAPLACE, inv_L2, jend)
         else:
-            _weight_row_from_k32(K, W, i, _GAUSSIAN, inv_L2)
+            _weight_row_from_k32(K, W, i, _GAUSSIAN, inv_L2, jend)
 
 
-@_loop
-def _weights_from_k64(K, W, code, inv_L2):  # pragma: no cover - jitted
-    """:func:`_weights_from_k32` with libm's log (float64)."""
+@njit(parallel=True, nogil=True, fastmath=FASTMATH, cache=True)
+def _weight_rows64(K, W, code, inv_L2, lower, r0, r1):  # pragma: no cover - jitted
+    """:func:`_weight_rows32` with libm's log (float64)."""
     tiny = np.finfo(np.float64).tiny
-    for i in prange(K.shape[0]):
-        for j in range(K.shape[1]):
+    m = K.shape[1]
+    for i in prange(r0, r1):
+        for j in range(i + 1 if lower else m):
             k = K[i, j]
             if k > tiny and k < 1.0:
                 W[i, j] = (k * inv_L2) / math.log(k) if code == _LAPLACE else -(k * inv_L2)
             else:
                 W[i, j] = 0.0
+
+
+def weights_from_k(K: np.ndarray, W: np.ndarray, code: int, inv_L2: Any, *,
+                   lower: bool = False) -> None:
+    """The gradient weights of :func:`_weight_rows32` (float32) or
+    :func:`_weight_rows64` (float64) of all rows of ``K`` into ``W`` (which may be
+    ``K``), on agop's threads; ``lower``: the lower triangle only."""
+    fn = _weight_rows32 if K.dtype == np.float32 else _weight_rows64
+    run_rows(fn, K.shape[0], K, W, code, inv_L2, lower, triangle=lower)
 
 
 _radial_exponent_inline = njit(fastmath=FASTMATH, cache=True, inline="always")(
@@ -191,12 +209,13 @@ _radial_weight_inline = njit(fastmath=FASTMATH, cache=True, inline="always")(
 
 
 @njit(fastmath=_EXP_FLAGS, cache=True, inline="always")
-def _radial_row32(T, i, nxi, nz, atol2, rho, code, L, q, want_weight):  # pragma: no cover
-    """Row ``i`` of the float32 pass for one (constant) kernel code: ``k`` and ``w`` both
-    computed, the output picked by selects, the vectorizing exp: no branches or calls,
-    so the loop vectorizes."""
+def _radial_row32(T, i, nxi, nz, atol2, rho, code, L, q, want_weight,
+                  jend):  # pragma: no cover - jitted
+    """Row ``i`` (columns ``:jend``) of the float32 pass for one (constant) kernel code:
+    ``k`` and ``w`` both computed, the output picked by selects, the vectorizing exp: no
+    branches or calls, so the loop vectorizes."""
     at_zero = 0.0 if want_weight else 1.0
-    for j in range(T.shape[1]):
+    for j in range(jend):
         nrm = nxi + nz[j]
         d2 = nrm - (T[i, j] + T[i, j])
         near = d2 <= rho * nrm + atol2
@@ -207,23 +226,29 @@ def _radial_row32(T, i, nxi, nz, atol2, rho, code, L, q, want_weight):  # pragma
         T[i, j] = v if not near else at_zero
 
 
-@njit(parallel=True, fastmath=_EXP_FLAGS, cache=True)  # no reassoc: it would undo _expf
-def _pair_pass32(T, nx, nz, atol2, rho, code, L, q, want_weight):  # pragma: no cover
-    """The fused pass on float32 blocks for the Laplace and Gaussian kernels."""
-    for i in prange(T.shape[0]):  # one copy of the row loop per kernel: branches fold
-        if code == _LAPLACE:
-            _radial_row32(T, i, nx[i], nz, atol2, rho, _LAPLACE, L, q, want_weight)
+# (no reassoc: it would undo _expf)
+@njit(parallel=True, nogil=True, fastmath=_EXP_FLAGS, cache=True)
+def _pair_rows32(T, nx, nz, atol2, rho, code, L, q, want_weight, lower,
+                 r0, r1):  # pragma: no cover - jitted
+    """Rows ``r0:r1`` of the fused pass on float32 blocks for the Laplace and Gaussian
+    kernels (``lower``: columns ``j <= i`` only)."""
+    m = T.shape[1]
+    for i in prange(r0, r1):
+        jend = i + 1 if lower else m
+        if code == _LAPLACE:  # one copy of the row loop per kernel: branches fold
+            _radial_row32(T, i, nx[i], nz, atol2, rho, _LAPLACE, L, q, want_weight, jend)
         else:
-            _radial_row32(T, i, nx[i], nz, atol2, rho, _GAUSSIAN, L, q, want_weight)
+            _radial_row32(T, i, nx[i], nz, atol2, rho, _GAUSSIAN, L, q, want_weight, jend)
 
 
-@_loop
-def _pair_pass64(T, nx, nz, atol2, rho, code, L, q, want_weight):  # pragma: no cover
+@njit(parallel=True, nogil=True, fastmath=FASTMATH, cache=True)
+def _pair_rows64(T, nx, nz, atol2, rho, code, L, q, want_weight, lower,
+                 r0, r1):  # pragma: no cover - jitted
     """The fused pass with libm's exp: float64 blocks, and the generalized exponential
     kernel in float32 (see :func:`_pair_pass`)."""
-    b, m = T.shape
-    for i in prange(b):
-        for j in range(m):
+    m = T.shape[1]
+    for i in prange(r0, r1):
+        for j in range(i + 1 if lower else m):
             nrm = nx[i] + nz[j]
             d2 = nrm - (T[i, j] + T[i, j])
             if d2 <= rho * nrm + atol2:
@@ -233,8 +258,9 @@ def _pair_pass64(T, nx, nz, atol2, rho, code, L, q, want_weight):  # pragma: no 
                 T[i, j] = _radial_weight(code, d2, k, L, q) if want_weight else k
 
 
-def _pair_pass(T, nx, nz, atol2, rho, code, L, q, want_weight):
-    """In place: ``T[i, j] = x_i . z_j`` becomes ``k`` (or the gradient weight ``w``).
+def _pair_pass(T, nx, nz, atol2, rho, code, L, q, want_weight, lower=False):
+    """In place: ``T[i, j] = x_i . z_j`` becomes ``k`` (or the gradient weight ``w``),
+    on agop's threads (``lower``: the lower triangle of a square ``T`` only).
 
     Radial kernels use ``d2 = |x|^2 + |z|^2 - 2 x.z`` and the self-pair rule
     ``d2 <= rho (|x|^2 + |z|^2) + atol2`` (coincident: ``k = 1``, ``w = 0``)."""
@@ -242,7 +268,31 @@ def _pair_pass(T, nx, nz, atol2, rho, code, L, q, want_weight):
         T[...] = (_scalar.dot_weight if want_weight else _scalar.dot_value)(T)
         return
     fast = T.dtype == np.float32 and code in (_LAPLACE, _GAUSSIAN)
-    (_pair_pass32 if fast else _pair_pass64)(T, nx, nz, atol2, rho, code, L, q, want_weight)
+    run_rows(_pair_rows32 if fast else _pair_rows64, T.shape[0], T, nx, nz, atol2, rho,
+             code, L, q, want_weight, lower, triangle=lower)
+
+
+# ------------------------------------------------------ symmetric matrices: lower triangle
+# The kernel matrix of the training points is symmetric, and what PCG and the AGOP do
+# with it needs one triangle: its GEMM and its pass run on the lower triangle only (the
+# strict upper one is left as it is), as does the AGOP's weight pass read off it
+# (``lower=True`` of :func:`_pair_pass` and :func:`weights_from_k`).
+
+
+@njit(parallel=True, nogil=True, cache=True)
+def _mirror_rows(K, block, r0, r1):  # pragma: no cover - jitted
+    """``K[j, r] = K[r, j]`` for the rows ``r0 <= r < r1`` and ``j < r``; with ``block >
+    0`` only within the diagonal ``block x block`` blocks (``j >= r - r % block``).
+    Each row writes its own column, so row ranges run in parallel."""
+    for r in prange(r0, r1):
+        for j in range(r - r % block if block > 0 else 0, r):
+            K[j, r] = K[r, j]
+
+
+def mirror_lower(K: np.ndarray, block: int = 0) -> None:
+    """The upper triangle of a square ``K`` from its lower (``block > 0``: only inside
+    the diagonal blocks of that size), on agop's threads."""
+    run_rows(_mirror_rows, K.shape[0], K, block, triangle=block == 0)
 
 
 # ------------------------------------------------------------------------ L_p loops
@@ -631,6 +681,9 @@ def lowrank_update_apply(U: np.ndarray, scale: np.ndarray, V: np.ndarray) -> np.
 
 #: rows per GEMM of the kernel matrix (OpenBLAS is several times slower on one huge call)
 _GEMM_ROWS = 2048
+#: rows per GEMM of a lower triangle (each also computes the upper half of its diagonal
+#: block: 4 % extra work at n = 12 800)
+_GEMM_ROWS_LOWER = 512
 
 
 def _to_numpy(a: Any) -> np.ndarray:
@@ -708,7 +761,7 @@ class _Problem:
 
     def block(self, i0: int, i1: int, out: np.ndarray, *, weight: bool) -> np.ndarray:
         """Kernel values (or gradient weights) of rows ``i0:i1``, written into ``out``."""
-        T = np.matmul(self.X[i0:i1], self.ZT, out=out[: i1 - i0])
+        T = matmul(self.X[i0:i1], self.ZT, out=out[: i1 - i0])
         _pair_pass(
             T, self.nx[i0:i1], self.nz, self.atol2, self.rho, self.code, self.L, self.q, weight
         )
@@ -722,16 +775,25 @@ class _Problem:
 
     def grads_from_weights(self, W: np.ndarray, i0: int, i1: int, cz: np.ndarray) -> np.ndarray:
         """Gradients of rows ``i0:i1`` from their block of gradient weights ``W``."""
+        return self.grads_from_products(matmul(W, cz), i0, i1)
+
+    def grads_from_products(self, WB: np.ndarray, i0: int, i1: int) -> np.ndarray:
+        """Gradients of rows ``i0:i1`` from ``W @ cz`` of their weights ``W`` (see
+        :meth:`weighted_centers`)."""
         b, d, c = i1 - i0, self.Z.shape[1], self.coef.shape[1]
-        G = (W @ cz).reshape(b, c, d)
+        G = WB[:, : c * d].reshape(b, c, d)
         if self.family == "radial":  # sum_j w_ij coef_jl (x_i - z_j)
-            G = np.subtract((W @ self.coef)[:, :, None] * self.X[i0:i1, None, :], G, out=G)
+            G = np.subtract(WB[:, c * d:, None] * self.X[i0:i1, None, :], G)
         return G
 
     def weighted_centers(self) -> np.ndarray:
-        """``cz[j, l*d + a] = coef[j, l] * z_j[a]`` (one GEMM gives the gradient sums)."""
+        """``cz[j, l*d + a] = coef[j, l] * z_j[a]``, and for radial kernels ``coef`` in
+        the last ``c`` columns: one GEMM gives both gradient sums."""
         m, d = self.Z.shape
-        return (self.coef[:, :, None] * self.Z[:, None, :]).reshape(m, -1)
+        cz = (self.coef[:, :, None] * self.Z[:, None, :]).reshape(m, -1)
+        if self.family == "radial":
+            return np.concatenate([cz, self.coef], axis=1)
+        return cz
 
 
 def _grad_plan(prob: _Problem):
@@ -740,9 +802,10 @@ def _grad_plan(prob: _Problem):
     size = np.dtype(prob.dtype).itemsize
     if prob.family == "lp":  # float64 gradients of the block and their cast
         return plan_blocks(prob.X.shape[0], (8 + size) * c * d)
-    return plan_blocks(prob.X.shape[0], (m + 3 * c * d + c) * size, m * c * d * size)
+    return plan_blocks(prob.X.shape[0], (m + 3 * c * d + c) * size, m * (c * d + c) * size)
 
 
+@with_own_threads
 def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
     """``K[i, j] = k(Xt[i], Zt[j])``: one GEMM into the output, then one fused pass."""
     prob = _Problem(kernel, Xt, Zt)
@@ -751,17 +814,70 @@ def kernel_matrix(kernel: Any, Xt: Any, Zt: Any, *, xp: Any) -> Any:
     return _from_numpy(_radial_matrix(prob), xp)
 
 
-def kernel_matrix_into(kernel: Any, Xt: Any, out: np.ndarray | None = None) -> np.ndarray:
+@with_own_threads
+def kernel_matrix_into(kernel: Any, Xt: Any, out: np.ndarray | None = None, *,
+                       lower: bool = False) -> np.ndarray:
     """``K(Xt, Xt)`` as a NumPy array, written into ``out`` when that is an ``n x n``
     C-ordered array of the data's dtype (a buffer kept between solves; anything else is
-    ignored and a new array is made)."""
+    ignored and a new array is made).
+
+    Radial kernels compute the lower triangle only (GEMM row blocks, one pass) and, unless
+    ``lower=True``, copy it into the upper one (exactly symmetric then); with
+    ``lower=True`` the strict upper triangle holds garbage, for consumers that read the
+    lower triangle only (:func:`symmetric_matvec`, :func:`symmetric_rows_product`)."""
     prob = _Problem(kernel, Xt, Xt)
     if prob.family == "lp":
         return prob.lp(0)
     n = prob.X.shape[0]
     usable = (isinstance(out, np.ndarray) and out.shape == (n, n)
               and out.dtype == prob.dtype and out.flags.c_contiguous)
-    return _radial_matrix(prob, out if usable else None)
+    out = out if usable else None
+    if prob.family != "radial":
+        return _radial_matrix(prob, out)
+    K = np.empty((n, n), dtype=prob.dtype) if out is None else out
+    for i0 in range(0, n, _GEMM_ROWS_LOWER):
+        i1 = min(i0 + _GEMM_ROWS_LOWER, n)
+        matmul(prob.X[i0:i1], prob.ZT[:, :i1], out=K[i0:i1, :i1])
+    _pair_pass(K, prob.nx, prob.nx, prob.atol2, prob.rho, prob.code, prob.L, prob.q, False,
+               lower=True)
+    if not lower:
+        mirror_lower(K)
+    return K
+
+
+@with_own_threads
+def kernel_rows_into(kernel: Any, Xt: Any, idx: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """Rows ``idx`` of ``K(Xt, Xt)``, ``(len(idx), n)``, written into ``out`` (C-ordered,
+    the data's dtype): the rows a Nystrom preconditioner needs of a matrix kept as its
+    lower triangle.  Centered like :func:`kernel_matrix_into` (at the mean of ``Xt``)."""
+    X = _to_numpy(Xt)
+    prob = _Problem(kernel, X[idx], X)
+    if prob.family == "lp":
+        out[...] = prob.lp(0)
+        return out
+    return _radial_matrix(prob, out)
+
+
+def symmetric_rows_product(K: np.ndarray, i0: int, i1: int, B: np.ndarray) -> np.ndarray:
+    """Rows ``i0:i1`` of ``S @ B``, ``S`` the symmetric matrix whose lower triangle the
+    C-ordered ``K`` holds, its diagonal ``_GEMM_ROWS_LOWER``-blocks whole (the rest of
+    the strict upper triangle is not read; see :func:`mirror_lower`).
+
+    In sub-blocks of rows ``a:b``: the rows up to their diagonal block's end, and the
+    part below that block transposed, by two products (the multiply-adds of one GEMM
+    over full rows)."""
+    n = K.shape[0]
+    out = np.empty((i1 - i0, B.shape[1]), dtype=np.result_type(K, B))
+    blk = _GEMM_ROWS_LOWER
+    a = i0
+    while a < i1:
+        end = min(a - a % blk + blk, n)  # the end of the diagonal block of row a
+        b = min(end, i1)
+        part = matmul(K[a:b, :end], B[:end], out=out[a - i0:b - i0])
+        if end < n:
+            part += matmul(K[end:, a:b].T, B[end:])
+        a = b
+    return out
 
 
 def _radial_matrix(prob: _Problem, out: np.ndarray | None = None) -> np.ndarray:
@@ -773,6 +889,7 @@ def _radial_matrix(prob: _Problem, out: np.ndarray | None = None) -> np.ndarray:
     return K
 
 
+@with_own_threads
 def kernel_mv(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
     """``K(Xt, Zt) @ coef`` in row blocks of the planned size."""
     prob = _Problem(kernel, Xt, Zt, coef)
@@ -783,10 +900,11 @@ def kernel_mv(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
     plan = plan_blocks(n, (m + c) * np.dtype(prob.dtype).itemsize)
     buf = scratch("kernel_mv", (plan.block_rows, m), prob.dtype)
     for i0, i1 in plan:
-        np.matmul(prob.block(i0, i1, buf, weight=False), prob.coef, out=out[i0:i1])
+        matmul(prob.block(i0, i1, buf, weight=False), prob.coef, out=out[i0:i1])
     return _from_numpy(out, xp)
 
 
+@with_own_threads
 def predictor_grads(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any:
     """Gradients of ``f(x) = sum_j coef_j k(x, z_j)`` at the rows of ``Xt``: ``(n, c, d)``."""
     prob = _Problem(kernel, Xt, Zt, coef)
@@ -802,6 +920,7 @@ def predictor_grads(kernel: Any, Xt: Any, Zt: Any, coef: Any, *, xp: Any) -> Any
     return _from_numpy(G, xp)
 
 
+@with_own_threads
 def agop(
     kernel: Any, Xt: Any, Zt: Any, coef: Any, *, centering: str | None, diag: bool, xp: Any
 ) -> Any:
@@ -818,9 +937,10 @@ def agop(
     return _from_numpy(np.ascontiguousarray(acc.finish()), xp)
 
 
+@with_own_threads
 def agop_from_kernel_matrix(
     kernel: Any, K: np.ndarray, Xt: Any, coef: Any, *, centering: str | None, diag: bool,
-    overwrite: bool = False,
+    overwrite: bool = False, lower: bool = False,
 ) -> np.ndarray | None:
     """AGOP of ``f = sum_j coef_j k(., x_j)`` over its own centers ``Xt`` (transformed
     space), with the gradient weights read off the kernel matrix ``K = K(Xt, Xt)`` at
@@ -833,9 +953,13 @@ def agop_from_kernel_matrix(
     so do pairs whose ``k`` rounds to 1, which lie far inside that rule's tolerance.
 
     ``overwrite=True`` turns ``K`` into the weights in place, in one pass before all
-    products (no ``block x n`` buffer, and no compiled pass right after a BLAS call,
-    whose spinning worker threads would slow it down); ``K`` is garbage afterwards.
+    products (no ``block x n`` buffer); ``K`` is garbage afterwards.  ``lower=True``
+    (which needs ``overwrite=True``): ``K`` holds only its lower triangle
+    (:func:`kernel_matrix_into` with ``lower=True``); the pass and the products read that
+    triangle alone.
     """
+    if lower and not overwrite:
+        raise ValueError("lower=True reads the weights in place: it needs overwrite=True")
     if kernel.family != "radial":
         return None
     code, L, _ = _scalar.kernel_code(kernel)
@@ -848,21 +972,26 @@ def agop_from_kernel_matrix(
         return None
     with np.errstate(over="ignore"):
         inv_L2 = prob.dtype(1.0 / (float(L) * float(L)))
-    weights = _weights_from_k32 if prob.dtype is np.float32 else _weights_from_k64
     plan = _grad_plan(prob)
-    buf = None
-    if overwrite:
-        weights(K, K, code, inv_L2)
-    else:
-        buf = scratch("grads", (plan.block_rows, n), prob.dtype)
     cz = prob.weighted_centers()
     acc = AGOPAccumulator(centering=centering, diag=diag, xp=np)
+    if lower:  # the weights of the lower triangle, made whole in the diagonal blocks
+        weights_from_k(K, K, code, inv_L2, lower=True)
+        mirror_lower(K, _GEMM_ROWS_LOWER)
+        for i0, i1 in plan:
+            acc.add(prob.grads_from_products(symmetric_rows_product(K, i0, i1, cz), i0, i1))
+        return np.ascontiguousarray(acc.finish())
+    buf = None
+    if overwrite:
+        weights_from_k(K, K, code, inv_L2)
+    else:
+        buf = scratch("grads", (plan.block_rows, n), prob.dtype)
     for i0, i1 in plan:
         if overwrite:
             W = K[i0:i1]
         else:
             W = buf[: i1 - i0]
-            weights(K[i0:i1], W, code, inv_L2)
+            weights_from_k(K[i0:i1], W, code, inv_L2)
         acc.add(prob.grads_from_weights(W, i0, i1, cz))
     return np.ascontiguousarray(acc.finish())
 

@@ -33,6 +33,11 @@ _DEFAULTS: dict[str, Any] = {
     "matrix_rtol_float32": 1e-4,
     # Check every input array for NaN / infinity (one extra pass over the data).
     "check_finite": True,
+    # The compiled CPU ops run NumPy's OpenBLAS on one thread and split their matrix
+    # products over agop's own threads, which block when idle; OpenBLAS's own workers
+    # poll for about 0.1 s after each call and slow the compiled passes that follow
+    # (see agop._lib._threads).  False leaves BLAS threading alone.
+    "own_blas_threads": True,
     # Kernel ridge solves (agop.solvers.solve_kernel_ridge).  MiB an n x n kernel
     # matrix may take: the direct solve needs it (twice: K and its factor); the
     # iterative solver keeps K in memory below it and recomputes blocks of K above it.
@@ -76,9 +81,9 @@ def _validated(changes: dict[str, Any]) -> dict[str, Any]:
         elif key in _INT_OPTIONS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an int >= 1, got {value!r}")
-        elif key == "check_finite":
+        elif key in ("check_finite", "own_blas_threads"):
             if not isinstance(value, bool):
-                raise TypeError(f"check_finite must be a bool, got {value!r}")
+                raise TypeError(f"{key} must be a bool, got {value!r}")
         else:
             if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ValueError(f"{key} must be a positive number, got {value!r}")
