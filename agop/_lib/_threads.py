@@ -134,7 +134,7 @@ def _executor() -> ThreadPoolExecutor:
     global _pool
     if _pool is None:
         _pool = ThreadPoolExecutor(max_workers=max(1, (os.cpu_count() or 1) - 1),
-                                   thread_name_prefix="agop-blas")
+                                   thread_name_prefix="agop-worker")
     return _pool
 
 
