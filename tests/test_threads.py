@@ -27,12 +27,19 @@ needs_openblas = pytest.mark.skipif(blas_controller() is None,
                                     reason="NumPy's BLAS is not an OpenBLAS agop can find")
 
 
-@needs_openblas
-def test_own_threads_holds_blas_at_one_thread_and_restores_it():
+def _controller_with_threads():
+    """NumPy's OpenBLAS control and its thread count; skip where BLAS or numba has one
+    thread (nothing for the ops to take over)."""
     ctl = blas_controller()
     before = ctl.get()
     if min(before, numba.get_num_threads()) < 2:
         pytest.skip("BLAS or numba has one thread here: nothing to take over")
+    return ctl, before
+
+
+@needs_openblas
+def test_own_threads_holds_blas_at_one_thread_and_restores_it():
+    ctl, before = _controller_with_threads()
     with own_threads() as threads:
         assert ctl.get() == 1
         assert threads == threads_in_use() == min(before, numba.get_num_threads())
@@ -45,10 +52,7 @@ def test_own_threads_holds_blas_at_one_thread_and_restores_it():
 @needs_openblas
 def test_own_threads_restores_after_the_last_of_concurrent_ops():
     """Two threads inside ops at once: BLAS stays at one thread until both have left."""
-    ctl = blas_controller()
-    before = ctl.get()
-    if min(before, numba.get_num_threads()) < 2:
-        pytest.skip("BLAS or numba has one thread here")
+    ctl, before = _controller_with_threads()
     inside, release = threading.Event(), threading.Event()
 
     def other():
