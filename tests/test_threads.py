@@ -168,3 +168,22 @@ def test_run_rows_propagates_errors_after_all_chunks_stopped():
     with pytest.raises(ValueError, match="bad chunk"):
         run_rows(boom, 100)
     assert calls
+
+
+@njit(nogil=True)
+def _mark_serial(out, starts, r0, r1):  # pragma: no cover - jitted
+    for i in range(r0, r1):
+        out[i] += 1.0
+    starts[r0] = 1
+
+
+def test_run_rows_serial_loops_in_whole_tiles():
+    """A compiled loop without prange (the L_p loops) runs in chunks whose bounds are
+    multiples of the tile, every row once."""
+    n = 1001
+    out, starts = np.zeros(n), np.zeros(n)
+    run_rows(_mark_serial, n, out, starts, multiple=16, serial=True)
+    np.testing.assert_array_equal(out, 1.0)
+    assert np.all(np.flatnonzero(starts) % 16 == 0)
+    if numba.get_num_threads() > 1:
+        assert np.count_nonzero(starts) > 1

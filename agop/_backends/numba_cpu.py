@@ -21,11 +21,10 @@ are left to the generic path, which torch can differentiate.
 from __future__ import annotations
 
 import math
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
-from numba import get_num_threads, njit, prange, types
+from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 
 from .._generic import AGOPAccumulator
@@ -500,20 +499,10 @@ def _lp_rows(X, ZT, nx, nz, atol2, rho, p, q, logL, inv_L, coefT, K, out, G, mod
 
 
 def _lp_loop(*args) -> None:
-    """:func:`_lp_rows` over all rows of ``args[0]``, in row ranges on as many threads
-    as numba's thread count."""
-    n = args[0].shape[0]
-    tiles = -(-n // _LP_ROWS)
-    threads = max(1, min(get_num_threads(), tiles))
-    if threads == 1:
-        _lp_rows(*args, 0, n)
-        return
-    # a few ranges per thread, in whole tiles, so that uneven ranges even out
-    step = -(-tiles // min(4 * threads, tiles)) * _LP_ROWS
-    with ThreadPoolExecutor(threads) as pool:
-        jobs = [pool.submit(_lp_rows, *args, i, min(i + step, n)) for i in range(0, n, step)]
-        for job in jobs:
-            job.result()
+    """:func:`_lp_rows` over all rows of ``args[0]``, in ranges of whole tiles on as many
+    threads as numba's thread count (a few ranges per thread, so that uneven ranges
+    even out)."""
+    run_rows(_lp_rows, args[0].shape[0], *args, multiple=_LP_ROWS, serial=True)
 
 
 # ------------------------------------------------------- symmetric kernel matrix products

@@ -268,22 +268,26 @@ def _threading_layer() -> str | None:
         return None
 
 
-def run_rows(fn: Callable[..., Any], n: int, *args: Any, triangle: bool = False) -> None:
+def run_rows(fn: Callable[..., Any], n: int, *args: Any, triangle: bool = False,
+             multiple: int = 1, serial: bool = False) -> None:
     """``fn(*args, r0, r1)``, a numba parallel loop over the rows ``r0:r1`` (``nogil``),
     over chunks of the rows ``0..n``: on numba's number of threads, this one and agop's
     workers, each running its chunks with numba's thread count at one (a loop of one
     thread runs on its caller: no OpenMP team, nothing left spinning after it), taking
     the next chunk when done.  ``triangle=True``: chunks of equal area of a lower
-    triangle.  With numba's "workqueue" layer, which must not be entered from several
-    threads at once, (or before numba's first parallel loop) ``fn`` runs on all rows
-    with numba's own threads."""
+    triangle; ``multiple``: chunk bounds at multiples of it (row tiles).  With numba's
+    "workqueue" layer, which must not be entered from several threads at once, (or
+    before numba's first parallel loop) ``fn`` runs on all rows with numba's own
+    threads.  ``serial=True``: ``fn`` is a compiled loop without ``prange`` (it always
+    runs in chunks on the threads)."""
     from numba import get_num_threads, set_num_threads
 
-    threads = max(1, min(get_num_threads(), n))
-    if threads == 1 or _threading_layer() in (None, "workqueue"):
+    threads = max(1, min(get_num_threads(), -(-n // multiple)))
+    if threads == 1 or (not serial and _threading_layer() in (None, "workqueue")):
         fn(*args, 0, n)
         return
-    bounds = row_chunks(n, threads * _CHUNKS_PER_THREAD, triangle=triangle)
+    bounds = row_chunks(n, threads * _CHUNKS_PER_THREAD, triangle=triangle,
+                        multiple=multiple)
     queue = iter(list(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)))
     take = threading.Lock()
 
