@@ -32,7 +32,7 @@ from .._lib._blocking import plan_blocks
 from .._lib._compat import namespace_name
 from .._lib._scratch import scratch
 from .._lib._selfpair import self_pair_params
-from .._lib._threads import matmul, run_rows, with_own_threads
+from .._lib._threads import matmul, row_chunks, run_rows, with_own_threads
 from . import OPS, DispatchContext, _scalar, register
 
 __all__ = [
@@ -596,9 +596,7 @@ def symmetric_matvec(K: np.ndarray, V: np.ndarray) -> np.ndarray:
     c = V.shape[1]
     # chunk boundaries of equal triangle area (row i costs i), multiples of 4 so that
     # rows go in fours
-    b = np.round(n * np.sqrt(np.arange(_SYMM_CHUNKS + 1) / _SYMM_CHUNKS)).astype(np.int64)
-    b[1:-1] -= b[1:-1] % 4
-    bounds = np.unique(b)
+    bounds = row_chunks(n, _SYMM_CHUNKS, triangle=True, multiple=4)
     out = np.empty((n, c), dtype=K.dtype)
     parts = np.empty((bounds.shape[0] - 1, 2, n), dtype=K.dtype)
     for j in range(0, c, 2):
@@ -656,8 +654,7 @@ def lowrank_update_apply(U: np.ndarray, scale: np.ndarray, V: np.ndarray) -> np.
     n, r = U.shape
     V = np.ascontiguousarray(V, dtype=U.dtype)
     c = V.shape[1]
-    chunks = max(1, min(_SYMM_CHUNKS, n))
-    bounds = np.unique(np.linspace(0, n, chunks + 1).astype(np.int64))
+    bounds = row_chunks(n, _SYMM_CHUNKS)
     parts = np.zeros((bounds.shape[0] - 1, c, r), dtype=U.dtype)
     _lowrank_project(U, V, bounds, parts)
     W = np.ascontiguousarray(parts.sum(axis=0) * scale[None, :].astype(U.dtype))

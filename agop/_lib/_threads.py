@@ -43,8 +43,8 @@ import numpy as np
 
 from ._config import get_config
 
-__all__ = ["blas_controller", "gram", "matmul", "own_threads", "run_rows", "threads_in_use",
-           "with_own_threads"]
+__all__ = ["blas_controller", "gram", "matmul", "own_threads", "row_chunks", "run_rows",
+           "threads_in_use", "with_own_threads"]
 
 #: products smaller than this many multiply-adds run in one BLAS call
 _MIN_SPLIT_WORK = 4_000_000
@@ -195,19 +195,14 @@ def with_own_threads(fn: Callable) -> Callable:
     return wrapper
 
 
-def _row_bounds(m: int, parts: int) -> list[tuple[int, int]]:
-    edges = np.linspace(0, m, parts + 1).astype(np.int64)
-    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
-
-
 def _run(jobs: list[Callable[[], Any]]) -> list[Any]:
     """Run ``jobs``: the first on this thread, the rest on the pool."""
     futures = [_executor().submit(job) for job in jobs[1:]]
     try:
         first = jobs[0]()
     finally:  # never leave workers writing into arrays the caller is done with
-        done = [f.exception() is None for f in futures]  # waits for each
-    del done
+        for f in futures:
+            f.exception()  # waits for it
     return [first] + [f.result() for f in futures]
 
 
@@ -221,8 +216,9 @@ def matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.nd
         return np.matmul(A, B, out=out)
     if out is None:
         out = np.empty((m, B.shape[1]), dtype=np.result_type(A, B))
+    bounds = row_chunks(m, threads).tolist()
     _run([functools.partial(np.matmul, A[a:b], B, out=out[a:b])
-          for a, b in _row_bounds(m, threads)])
+          for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
     return out
 
 
@@ -234,8 +230,9 @@ def gram(C: np.ndarray) -> np.ndarray:
     if threads <= 1 or n < 2 * threads or n * r * r < _MIN_SPLIT_WORK:
         G = C.T @ C
     else:
+        bounds = row_chunks(n, threads).tolist()
         parts = _run([functools.partial(lambda a, b: C[a:b].T @ C[a:b], a, b)
-                      for a, b in _row_bounds(n, threads)])
+                      for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
         G = parts[0]
         for P in parts[1:]:
             G += P
