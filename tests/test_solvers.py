@@ -336,3 +336,36 @@ def test_lowrank_update_apply_matches_numpy(dtype, n, r, c):
     assert out.dtype == dtype and out.shape == (n, c)
     tol = 1e-4 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out, ref, rtol=tol, atol=tol * np.abs(ref).max())
+
+
+def test_pcg_scaled_warm_start_is_never_worse_than_zero():
+    """The rescaled start minimizes the (K + reg I)-norm error along each column of
+    coef0 (against a grid of scales), keeps the residual consistent with its point, and
+    a start far off in scale costs no more iterations than a cold start."""
+    from agop.solvers import _scaled_start
+
+    X, Y, _, _ = _ridge_problem(n=400, seed=3)
+    k = agop.Laplace(2.0)
+    A = agop.kernel_matrix(k, X, X) + 1e-3 * np.eye(len(X))
+    exact = np.linalg.solve(A, Y)
+    rng = np.random.default_rng(0)
+    X0 = 50.0 * exact + rng.normal(size=exact.shape)  # right direction, far too large
+    X0[:, 1] = -X0[:, 1]  # a column pointing the wrong way gets a negative scale
+    S, R = _scaled_start(X0, Y, Y - A @ X0, np)
+    np.testing.assert_allclose(R, Y - A @ S, rtol=1e-9, atol=1e-9 * np.abs(Y).max())
+
+    def err(V):
+        E = V - exact
+        return np.sum(E * (A @ E), axis=0)
+
+    for j in range(Y.shape[1]):
+        grid = np.linspace(-0.1, 0.1, 2001)
+        best = min(err(g * X0[:, [j]] @ np.ones((1, Y.shape[1])))[j] for g in grid)
+        assert err(S)[j] <= best * (1 + 1e-9)
+        assert err(S)[j] <= err(np.zeros_like(S))[j]
+    S0, R0 = _scaled_start(np.zeros_like(Y), Y, Y, np)  # zero start stays zero
+    assert not S0.any() and np.array_equal(R0, Y)
+    _, cold = solve_kernel_ridge(k, X, Y, 1e-3, solver="pcg", tol=1e-8, random_state=0)
+    _, far = solve_kernel_ridge(k, X, Y, 1e-3, solver="pcg", tol=1e-8, random_state=0,
+                                coef0=X0)
+    assert far.converged and far.iterations <= cold.iterations + 2
