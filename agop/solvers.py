@@ -442,7 +442,7 @@ def solve_kernel_ridge(
     if hasattr(X, "shape") and hasattr(Y, "shape") and len(X.shape) and len(Y.shape):
         if X.shape[0] != Y.shape[0]:
             raise ValueError(f"X has {X.shape[0]} rows but Y has {Y.shape[0]}; they must match")
-    inp = _prepare(X, X, Y, M, names=("X", "X"))
+    inp = _prepare(X, X, Y, M, names=("X", "X"), kernel=kernel)
     xp, Xt, Yc = inp.xp, inp.Xt, inp.coef
     # the buffer of the last solve; after this one, workspace["K"] is this solve's matrix
     # (or absent)

@@ -20,7 +20,15 @@ import numpy as np
 
 from ._lib._compat import array_device, is_array, is_numpy_namespace
 from ._lib._validation import check_real_scalar, namespace_of
-from ._ops import FeatureMap, agop, fact_mapped, feature_map, kernel_mv, predictor_grads
+from ._ops import (
+    FeatureMap,
+    agop,
+    fact_mapped,
+    feature_map,
+    kernel_mv,
+    predictor_grads,
+    thin_factor,
+)
 from .kernels import Kernel
 
 __all__ = [
@@ -62,7 +70,7 @@ class KernelMachine:
     @classmethod
     def build(cls, kernel: Kernel, centers: Any, coef: Any, M: Any = None) -> KernelMachine:
         xp = namespace_of(centers)
-        fmap = feature_map(M, centers.shape[1], xp, centers.dtype)
+        fmap = feature_map(M, centers.shape[1], xp, centers.dtype, thin=thin_factor(kernel))
         return cls(kernel, centers, coef, M, fmap, fmap.apply(centers))
 
     @property

@@ -325,3 +325,80 @@ def test_float32_rfm_follows_the_float64_trajectory():
         )
         curves.append([r["val_metric"] for r in res.history])
     np.testing.assert_allclose(curves[0], curves[1], rtol=5e-4)
+
+
+def _spectrum_M(d, lam, seed=0):
+    Q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(d, d)))
+    return (Q * lam) @ Q.T, Q
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_thin_factor_of_M_reproduces_it_on_fewer_columns(dtype):
+    """For the kernels of x^T M z and ||x - z||_M the factor of a full M is (d, k): the
+    eigen-directions whose weight is above the dtype's round-off of trace(M), with
+    S S^T = M to that round-off; exact zeros always go, small real ones only in float32."""
+    from agop._ops import feature_map, thin_factor
+
+    d = 30
+    lam = np.zeros(d)
+    lam[:5] = [5.0, 2.0, 1.0, 0.5, 0.25]
+    M, _ = _spectrum_M(d, lam)  # rank 5 (its round-off eigenvalues ~1e-16)
+    S = feature_map(M, d, np, dtype, thin=True).S
+    assert S.shape == (d, 5) and S.dtype == dtype
+    eps = np.finfo(dtype).eps
+    np.testing.assert_allclose(S.astype(float) @ S.T.astype(float), M, atol=20 * eps * lam.sum())
+    lam[5:] = 1e-9 * lam.sum()  # real weight below float32's round-off of the trace only
+    M, _ = _spectrum_M(d, lam)
+    fm = feature_map(M, d, np, dtype, thin=True)
+    assert fm.rank == (5 if dtype == np.float32 else d)
+    assert np.abs(fm.S.astype(float) @ fm.S.T - M).max() <= 20 * eps * lam.sum()
+    # the symmetric root when the kernel needs it (the L_p family) or no thin is asked
+    for thin in (False, thin_factor(agop.LpqLaplace(1.0, norm_p=1.5, exponent=1.0))):
+        S = feature_map(M, d, np, dtype, thin=thin).S
+        assert S.shape == (d, d)
+        np.testing.assert_array_equal(S, S.T)
+    assert thin_factor(agop.Laplace(1.0)) and thin_factor(agop.Gaussian(1.0))
+    assert thin_factor(agop.Quadratic()) and not thin_factor(agop.ProductLaplace(1.0))
+    # M = 0 keeps one (zero) column: every distance is zero
+    Z = feature_map(np.zeros((d, d)), d, np, dtype, thin=True)
+    assert Z.rank == 1 and not Z.S.any()
+    X = np.random.default_rng(1).normal(size=(4, d)).astype(dtype)
+    np.testing.assert_array_equal(agop.kernel_matrix(agop.Laplace(1.0), X, X, np.zeros((d, d))),
+                                  np.ones((4, 4), dtype))
+
+
+@pytest.mark.parametrize("kernel", [agop.Laplace(3.0), agop.Gaussian(2.0), agop.Quadratic()],
+                         ids=repr)
+def test_thin_factor_ops_match_the_naive_float64_ones(kernel):
+    """Kernel matrix, gradients and AGOP of float32 data through the thin factor of an M
+    whose spectrum decays like a learned one (60 of 80 eigenvalues below float32's
+    round-off of the trace) agree with float64 naive loops over the full M to float32
+    accuracy, and the AGOP keeps the directions M dropped at zero only to that level."""
+    rng = np.random.default_rng(2)
+    d, n = 80, 60
+    lam = np.concatenate([np.geomspace(1.0, 1e-6, 20), np.full(60, 1e-12)])
+    M, Q = _spectrum_M(d, lam, seed=4)
+    X = rng.normal(size=(n, d)) * 0.5
+    Z = X[: n // 2]
+    a = rng.normal(size=(n // 2, 2))
+    X32, Z32, a32, M32 = (v.astype(np.float32) for v in (X, Z, a, M))
+    K = agop.kernel_matrix(kernel, X32, Z32, M32)
+    Kn = naive.kernel_matrix(kernel, X, Z, M)
+    np.testing.assert_allclose(K, Kn, rtol=1e-4, atol=1e-5 * np.abs(Kn).max())
+    G = agop.predictor_grads(kernel, X32, Z32, a32, M32)
+    Gn = naive.predictor_grads(kernel, X, Z, a, M)
+    np.testing.assert_allclose(G, Gn, rtol=1e-3, atol=1e-4 * np.abs(Gn).max())
+    A = agop.agop(kernel, X32, Z32, a32, M32)
+    An = naive.agop(kernel, X, Z, a, M)
+    np.testing.assert_allclose(A, An, rtol=1e-3, atol=1e-4 * np.abs(An).max())
+    Ad = agop.agop(kernel, X32, Z32, a32, M32, diag=True)
+    np.testing.assert_allclose(Ad, np.diag(An), rtol=1e-3, atol=1e-4 * np.abs(An).max())
+    tail = Q[:, 20:]
+    assert np.abs(tail.T @ A.astype(float) @ tail).max() <= 1e-6 * np.abs(An).max()
+    # in float64 every direction of weight above 1e-16 of the trace is kept: the AGOP
+    # along the smallest learned ones (1e-6 of the largest) is exact to round-off
+    A64 = agop.agop(kernel, X, Z, a, M)
+    np.testing.assert_allclose(A64, An, rtol=1e-9, atol=1e-12 * np.abs(An).max())
+    head = Q[:, :20]
+    np.testing.assert_allclose(np.diag(head.T @ A64 @ head), np.diag(head.T @ An @ head),
+                               rtol=1e-6, atol=1e-15 * np.abs(An).max())
