@@ -195,9 +195,120 @@ def _gram(C: Any, xp: Any) -> Any:
     return (G + G.T) / 2.0
 
 
+#: pivots drawn per block of randomized pivoted Cholesky (:func:`_rpcholesky_factor`)
+_RPC_BLOCK = 100
+
+
+class _FactorRows:
+    """The rows of ``F^T`` (``(k, n)``, float64) that :func:`_rpcholesky_factor` builds:
+    in a scratch buffer for NumPy (products on agop's threads, written in place), else
+    a list of blocks."""
+
+    def __init__(self, rank: int, n: int, xp: Any, numpy_buffers: bool) -> None:
+        self.xp, self.k, self.blocks = xp, 0, []
+        self.buf = scratch("nystrom_C", (rank, n), np.float64) if numpy_buffers else None
+        self.tmp = scratch("nystrom_G2", (min(_RPC_BLOCK, rank), n), np.float64) \
+            if numpy_buffers else None
+
+    def head(self) -> Any:
+        """The rows so far, ``(k, n)``."""
+        if self.buf is not None:
+            return self.buf[: self.k]
+        if len(self.blocks) > 1:
+            self.blocks[:] = [self.xp.concat(self.blocks, axis=0)]
+        return self.blocks[0]
+
+    def subtract_explained(self, G: Any, cols: Any) -> Any:
+        """``G - F[cols] F^T``: rows ``cols`` of ``K`` less what ``F`` explains."""
+        Fk = self.head()
+        A = self.xp.take(Fk, cols, axis=1).T
+        if self.buf is None:
+            return G - A @ Fk
+        np.subtract(G, matmul(np.ascontiguousarray(A), Fk, out=self.tmp[: G.shape[0]]),
+                    out=G)
+        return G
+
+    def append(self, A: Any, B: Any) -> Any:
+        """Append the rows ``A @ B`` and return them."""
+        m = A.shape[0]
+        if self.buf is None:
+            out = A @ B
+            self.blocks.append(out)
+        else:
+            out = matmul(np.ascontiguousarray(A), B, out=self.buf[self.k: self.k + m])
+        self.k += m
+        return out
+
+
+def _kernel_diagonal(kernel: Any, X: Any, xp: Any, K: Any) -> np.ndarray:
+    """``k(x_i, x_i)`` for the mapped rows ``X``, as a float64 NumPy vector."""
+    from .testing import to_numpy
+
+    if K is not None:
+        return to_numpy(xp.linalg.diagonal(K)).astype(np.float64)
+    v0 = kernel.value_at_zero()
+    if v0 is not None:
+        return np.full(X.shape[0], float(v0))
+    sq = xp.sum(X * X, axis=1)  # inner-product kernels: k(x, x) = kappa(|x|^2)
+    return to_numpy(kernel._k_from_dot(sq, xp)).astype(np.float64)
+
+
+def _rpcholesky_factor(rows_of, diag: np.ndarray, rank: int, rng: Any, xp: Any,
+                       F: _FactorRows, eps: float) -> int:
+    """Randomized pivoted Cholesky (Chen, Epperly, Tropp & Webber, "Randomly pivoted
+    Cholesky", 2024), blocked: ``F`` with ``K ~ F F^T``, up to ``rank`` columns.
+
+    Each block draws ``_RPC_BLOCK`` pivots without replacement with probabilities
+    proportional to the diagonal of the residual ``K - F F^T``, takes their rows of
+    ``K`` (``rows_of(idx)``, float64 ``(b, n)``), subtracts the part ``F`` explains and
+    adds the factor of the residual block ``H`` shifted by ``b * eps * max diag(K)``
+    (``eps``: the relative precision of ``G``; through its eigendecomposition, without
+    the eigenvalues below the shift: unshifted, directions of round-off size would be
+    scaled up from noise, and ``F F^T`` would not stay below ``K``).  Points the factor
+    already explains are not drawn again, so the landmarks spread over the data's
+    clusters and scales instead of piling up where the data is dense, as uniform
+    landmarks do; the Nystrom approximation of the pivots is then far closer to ``K`` at
+    the same rank (fewer conjugate-gradient iterations).  The columns of ``F`` go to
+    ``F`` (its rows); returns their number.
+    """
+    from .testing import to_numpy
+
+    n = diag.shape[0]
+    resid = diag.copy()
+    top = float(diag.max()) if n else 0.0
+    k = 0
+    while k < rank:
+        p = np.clip(resid, 0.0, None)
+        total = float(p.sum())
+        nnz = int(np.count_nonzero(p))
+        b = min(_RPC_BLOCK, rank - k, nnz)
+        if b == 0 or total <= n * eps * top:  # K is explained to round-off
+            break
+        idx = rng.choice(n, size=b, replace=False, p=p / total)
+        G = rows_of(idx)
+        dev_idx = xp.asarray(idx, device=array_device(G))
+        if k:
+            G = F.subtract_explained(G, dev_idx)
+        H = xp.take(G, dev_idx, axis=1)
+        w, V = xp.linalg.eigh((H + H.T) / 2.0)
+        shift = b * eps * top
+        keep = w > shift
+        m = int(xp.sum(xp.astype(keep, xp.int64)))
+        if m == 0:
+            break
+        # eigh's eigenvalues ascend; the factor of H + shift I (Chen et al.'s stable
+        # block step): F F^T stays below K, round-off directions are not scaled up
+        T = V[:, -m:] / xp.sqrt(w[-m:] + shift)[None, :]
+        Fn = F.append(T.T, G)
+        resid -= to_numpy(xp.sum(Fn * Fn, axis=0))
+        resid[idx] = 0.0
+        k += m
+    return k
+
+
 def _nystrom_preconditioner(
     kernel: Any, X: Any, reg: float, rank: int, rng: Any, xp: Any, K: Any = None,
-    K_lower: bool = False,
+    K_lower: bool = False, landmarks: str | None = None,
 ):
     """``v -> P^{-1} v`` for the randomized Nystrom preconditioner of ``K + reg I``.
 
@@ -205,58 +316,102 @@ def _nystrom_preconditioner(
     holds its lower triangle only, ``K_lower=True``, has them recomputed instead: an
     ``r x n`` GEMM and pass, cheaper than gathering them from both triangles).
 
-    ``K ~ U diag(lam) U^T`` from ``rank`` uniformly drawn landmark columns;
+    ``K ~ F F^T = U diag(lam) U^T`` of rank up to ``rank``: ``landmarks="rpcholesky"``
+    (the default of the ``pcg_landmarks`` option) by randomized pivoted Cholesky
+    (:func:`_rpcholesky_factor`), ``"uniform"`` the Nystrom approximation of uniformly
+    drawn landmark columns ``C``, ``F = C K_rr^{-1/2}``;
     ``P^{-1} = (lam_r + mu) U diag(1 / (lam + mu)) U^T + (I - U U^T)`` with ``mu = reg``
     (Frangella, Tropp & Udell, "Randomized Nystrom preconditioning", 2023).
     """
     from ._ops import kernel_matrix
 
+    if landmarks is None:
+        landmarks = get_config()["pcg_landmarks"]
     n = X.shape[0]
-    idx = np.sort(rng.choice(n, size=rank, replace=False))
     dev = array_device(X)
     # the factorization runs in float64 whatever the data's dtype: the eigenvalues it
     # keeps must reach far below float32 round-off of K (about 1e-7 |K|), otherwise the
     # smallest kept one, lam_r, stays large and the preconditioned system ill-conditioned
     numpy_K = is_numpy_namespace(xp) and isinstance(K, np.ndarray)
-    if numpy_K:  # the landmark columns of K as rows, cast into scratch buffers (kept for
-        # the length of an RFM fit: see agop._lib._scratch); column-major (n, r)
-        rows = scratch("nystrom_rows", (rank, n), K.dtype)
-        if K_lower:
-            from ._backends.numba_cpu import kernel_rows_into
-
-            kernel_rows_into(kernel, X, idx, rows)
-        else:  # (mode "clip": with the default, NumPy buffers the output in a new array)
-            np.take(K, idx, axis=0, out=rows, mode="clip")
-        C64 = scratch("nystrom_C", (rank, n), np.float64)
-        np.copyto(C64, rows)
-        C = C64.T
-    else:
-        if K is not None:  # the landmark columns of the symmetric matrix at hand
-            C = xp.take(K, xp.asarray(idx, device=dev), axis=0).T
-        else:
-            landmarks = xp.take(X, xp.asarray(idx, device=dev), axis=0)
-            C = kernel_matrix(kernel, X, landmarks)  # (n, r)
-        C = (np.asfortranarray(C, dtype=np.float64) if is_numpy_namespace(xp)
-             else xp.astype(C, xp.float64))
-    if numpy_K:  # from the C-ordered rows: np.take would first copy all of C.T
-        Krr = C64[:, idx].T
-    else:
-        Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
-    evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
     eps64 = finfo_eps(xp, xp.float64)
-    keep = evals > rank * eps64 * float(xp.max(xp.abs(evals)))
-    inv_root = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, evals, 1.0)), 0.0)
-    T = evecs * inv_root[None, :]  # K_nys = B B^T with B = C T (dropped directions: 0)
-    # eigenvectors of K_nys from the small Gram matrix B^T B = T^T (C^T C) T (r x r),
-    # without forming B: one n x r x r product for C^T C (a symmetric rank-k update)
-    # and one for the basis U = C (T W / sqrt(lam)), where an SVD of B would need more
+    if landmarks == "rpcholesky":
+        block = min(_RPC_BLOCK, rank)
+        if numpy_K:  # rows of K into a scratch buffer (kept for the length of an RFM
+            # fit: see agop._lib._scratch), F as the rows of a C-ordered (r, n) buffer
+            rows = scratch("nystrom_rows", (block, n), K.dtype)
+            G64 = scratch("nystrom_G", (block, n), np.float64)
+            if K_lower:
+                from ._backends.numba_cpu import kernel_rows_into
+
+            def rows_of(idx):
+                r = rows[: len(idx)]
+                if K_lower:
+                    kernel_rows_into(kernel, X, idx, r)
+                else:  # (mode "clip": with the default, NumPy buffers the output)
+                    np.take(K, idx, axis=0, out=r, mode="clip")
+                G = G64[: len(idx)]
+                np.copyto(G, r)
+                return G
+        else:
+            def rows_of(idx):
+                ii = xp.asarray(idx, device=dev)
+                R = (xp.take(K, ii, axis=0) if K is not None
+                     else kernel_matrix(kernel, xp.take(X, ii, axis=0), X))
+                return xp.astype(R, xp.float64)
+
+        F = _FactorRows(rank, n, xp, numpy_K)
+        # (the shift of each block: float32 round-off of K's entries, or the square root
+        # of float64's, the cancellation in G = rows - F F^T of a small residual; with
+        # eps64 itself the residual K - F F^T lost positivity at -1e-7)
+        eps_shift = max(finfo_eps(xp, X.dtype), math.sqrt(eps64))
+        k = _rpcholesky_factor(rows_of, _kernel_diagonal(kernel, X, xp, K), rank, rng, xp, F,
+                               eps_shift)
+        if k == 0:  # K = 0: no preconditioning
+            return lambda V: V
+        C, T = F.head().T, None  # F (n, k): K ~ C C^T
+    elif landmarks == "uniform":
+        idx = np.sort(rng.choice(n, size=rank, replace=False))
+        if numpy_K:  # the landmark columns of K as rows, cast into scratch buffers
+            # (kept for the length of an RFM fit: see agop._lib._scratch); column-major
+            rows = scratch("nystrom_rows", (rank, n), K.dtype)
+            if K_lower:
+                from ._backends.numba_cpu import kernel_rows_into
+
+                kernel_rows_into(kernel, X, idx, rows)
+            else:  # (mode "clip": with the default, NumPy buffers the output in a new array)
+                np.take(K, idx, axis=0, out=rows, mode="clip")
+            C64 = scratch("nystrom_C", (rank, n), np.float64)
+            np.copyto(C64, rows)
+            C = C64.T
+        else:
+            if K is not None:  # the landmark columns of the symmetric matrix at hand
+                C = xp.take(K, xp.asarray(idx, device=dev), axis=0).T
+            else:
+                landmarks_X = xp.take(X, xp.asarray(idx, device=dev), axis=0)
+                C = kernel_matrix(kernel, X, landmarks_X)  # (n, r)
+            C = (np.asfortranarray(C, dtype=np.float64) if is_numpy_namespace(xp)
+                 else xp.astype(C, xp.float64))
+        if numpy_K:  # from the C-ordered rows: np.take would first copy all of C.T
+            Krr = C64[:, idx].T
+        else:
+            Krr = xp.take(C, xp.asarray(idx, device=dev), axis=0)
+        evals, evecs = xp.linalg.eigh((Krr + Krr.T) / 2.0)
+        keep = evals > rank * eps64 * float(xp.max(xp.abs(evals)))
+        inv_root = xp.where(keep, 1.0 / xp.sqrt(xp.where(keep, evals, 1.0)), 0.0)
+        T = evecs * inv_root[None, :]  # K_nys = F F^T with F = C T (dropped directions: 0)
+    else:
+        raise ValueError(f"landmarks must be 'rpcholesky' or 'uniform', got {landmarks!r}")
+    rank = C.shape[1]
+    # eigenvectors of K_nys from the small Gram matrix F^T F = T^T (C^T C) T (r x r),
+    # without forming F: one n x r x r product for C^T C (a symmetric rank-k update)
+    # and one for the basis U = C (T W / sqrt(lam)), where an SVD of F would need more
     CtC = _gram(C, xp)
-    lam, W = xp.linalg.eigh(T.T @ CtC @ T)
+    lam, W = xp.linalg.eigh(CtC if T is None else T.T @ CtC @ T)
     top = float(xp.max(lam))
     positive = lam > top * eps64 * rank
     lam = xp.where(positive, lam, 0.0)
     dtype = X.dtype
-    R = (T @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :]
+    R = (W if T is None else T @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :]
     if numpy_K:
         U64 = matmul(C, R, out=scratch("nystrom_U64", (n, rank), np.float64))
         U = scratch("nystrom_U", (n, rank), dtype)

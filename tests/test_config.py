@@ -31,6 +31,8 @@ def test_config_context_nests_and_restores():
         ({"working_memory_mb": -1}, ValueError),
         ({"check_finite": "yes"}, TypeError),
         ({"own_blas_threads": 1}, TypeError),
+        ({"pcg_landmarks": "random"}, ValueError),
+        ({"pcg_landmarks": None}, ValueError),
     ],
 )
 def test_config_rejects_bad_values(kw, exc):

@@ -369,3 +369,101 @@ def test_pcg_scaled_warm_start_is_never_worse_than_zero():
     _, far = solve_kernel_ridge(k, X, Y, 1e-3, solver="pcg", tol=1e-8, random_state=0,
                                 coef0=X0)
     assert far.converged and far.iterations <= cold.iterations + 2
+
+
+def _clustered(n=600, d=2, seed=0, n_small=12, m=5):
+    """A smooth bulk and a dozen tight clusters of five points far from it and from each
+    other: each cluster is a direction of K of its own, which uniform landmarks mostly
+    miss (they draw one point in ten from the clusters)."""
+    rng = np.random.default_rng(seed)
+    bulk = rng.normal(size=(n - n_small * m, d))
+    small = [rng.normal(size=(m, d)) * 0.05 + 40.0 * rng.normal(size=d) for _ in range(n_small)]
+    return np.concatenate([bulk, *small])
+
+
+_SQRT_EPS64 = float(np.sqrt(np.finfo(np.float64).eps))
+
+
+def _rpc(K, rank, seed, eps=_SQRT_EPS64):
+    import array_api_compat
+
+    from agop.solvers import _FactorRows, _rpcholesky_factor
+
+    xp = array_api_compat.array_namespace(K)
+    F = _FactorRows(rank, K.shape[0], xp, numpy_buffers=True)
+    k = _rpcholesky_factor(lambda idx: K[idx].astype(np.float64), np.diag(K).astype(float),
+                           rank, np.random.default_rng(seed), xp, F, eps)
+    return F.head().T.copy(), k
+
+
+def test_rpcholesky_factor_is_a_nystrom_approximation_closer_than_uniform():
+    """F F^T is below K (the residual is PSD), equals the Nystrom approximation of the
+    pivots, and its trace error is well below that of uniform landmarks at the same rank
+    (both averaged over draws); a K of low rank is recovered exactly and stops early."""
+    X = _clustered()
+    K = agop.kernel_matrix(agop.Gaussian(3.0), X, X)
+    n, rank = len(X), 80
+    err_rpc, err_uni = [], []
+    for seed in range(4):
+        F, k = _rpc(K, rank, seed)
+        assert k == rank and F.shape == (n, rank)
+        R = K - F @ F.T
+        assert np.linalg.eigvalsh(R).min() > -1e-12
+        err_rpc.append(np.trace(R))
+        idx = np.random.default_rng(seed).choice(n, size=rank, replace=False)
+        C = K[:, idx]
+        err_uni.append(np.trace(K - C @ np.linalg.pinv(K[np.ix_(idx, idx)]) @ C.T))
+    assert np.mean(err_rpc) < 0.1 * np.mean(err_uni)
+    # the quadratic kernel of 3-d data has rank 6: six columns, K recovered
+    Xq = np.random.default_rng(1).normal(size=(200, 3))
+    Kq = agop.kernel_matrix(agop.Quadratic(), Xq, Xq)
+    Fq, kq = _rpc(Kq, 50, 0)
+    assert kq == 6
+    # (to the bias of the blocks' shift, b sqrt(eps64) max diag K, over their eigenvalues)
+    np.testing.assert_allclose(Fq @ Fq.T, Kq, atol=1e-6 * np.abs(Kq).max())
+
+
+@pytest.mark.parametrize("kernel", [agop.Laplace(2.0), agop.Gaussian(3.0), agop.Quadratic()],
+                         ids=repr)
+def test_preconditioner_paths_and_landmark_rules(kernel):
+    """The preconditioner of a NumPy K in memory (full or lower triangle), of the
+    Array-API path with K and without it (rows recomputed) are one operator for the same
+    seed; it is symmetric positive definite; both landmark rules make PCG converge to
+    the direct solution, RPCholesky in fewer iterations on clustered data."""
+    from agop._backends.numba_cpu import kernel_matrix_into
+    from agop.solvers import _nystrom_preconditioner
+
+    xs = pytest.importorskip("array_api_strict")
+    X = _clustered(n=500, seed=2)
+    if kernel.family == "dot":
+        X = X / 10.0
+    K = agop.kernel_matrix(kernel, X, X)
+    KL = kernel_matrix_into(kernel, X, None, lower=True)
+    rng = np.random.default_rng(0)
+    V = rng.normal(size=(len(X), 3))
+
+    def op(X_, xp_, K_, lower=False):
+        return _nystrom_preconditioner(kernel, X_, 1e-3, 40, np.random.default_rng(5), xp_,
+                                       K_, lower)
+
+    ref = op(X, np, K)(V)
+    np.testing.assert_allclose(op(X, np, KL, True)(V), ref, rtol=1e-7,
+                               atol=1e-9 * np.abs(ref).max())
+    for Kx in (xs.asarray(K), None):
+        got = np.asarray(op(xs.asarray(X), xs, Kx)(xs.asarray(V)))
+        np.testing.assert_allclose(got, ref, rtol=1e-7, atol=1e-9 * np.abs(ref).max())
+    P = op(X, np, K)(np.eye(len(X)))
+    np.testing.assert_allclose(P, P.T, atol=1e-10)
+    assert np.linalg.eigvalsh((P + P.T) / 2).min() > 0
+    Y = np.stack([np.sin(X[:, 0]), X[:, 0] * X[:, 1]], axis=1)
+    a, _ = solve_kernel_ridge(kernel, X, Y, 1e-3, solver="direct")
+    its = {}
+    for rule in ("rpcholesky", "uniform"):
+        with agop.config_context(pcg_landmarks=rule, pcg_rank=40):
+            b, info = solve_kernel_ridge(kernel, X, Y, 1e-3, solver="pcg", tol=1e-8,
+                                         random_state=0)
+        assert info.converged
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * np.abs(a).max())
+        its[rule] = info.iterations
+    if isinstance(kernel, agop.Gaussian):
+        assert its["rpcholesky"] < its["uniform"]

@@ -47,6 +47,9 @@ _DEFAULTS: dict[str, Any] = {
     "direct_solve_max_n": 6000,
     # Nystrom preconditioner rank (landmark points) of the conjugate-gradient solver.
     "pcg_rank": 500,
+    # How its landmarks are chosen: "rpcholesky" (randomized pivoted Cholesky: pivots
+    # drawn in proportion to what the landmarks so far leave unexplained) or "uniform".
+    "pcg_landmarks": "rpcholesky",
     # Conjugate gradients stop when every column has |residual| <= tol * |rhs|.
     "pcg_tol_float64": 1e-6,
     "pcg_tol_float32": 1e-3,
@@ -54,6 +57,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 
 _INT_OPTIONS = ("direct_solve_max_n", "pcg_rank", "pcg_max_iter")
+_LANDMARKS = ("rpcholesky", "uniform")
 
 _config: contextvars.ContextVar[MappingProxyType] = contextvars.ContextVar(
     "agop_config", default=MappingProxyType(dict(_DEFAULTS))
@@ -81,6 +85,10 @@ def _validated(changes: dict[str, Any]) -> dict[str, Any]:
         elif key in _INT_OPTIONS:
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{key} must be an int >= 1, got {value!r}")
+        elif key == "pcg_landmarks":
+            if not isinstance(value, str) or value not in _LANDMARKS:
+                raise ValueError(f"pcg_landmarks must be one of {list(_LANDMARKS)}, "
+                                 f"got {value!r}")
         elif key in ("check_finite", "own_blas_threads"):
             if not isinstance(value, bool):
                 raise TypeError(f"{key} must be a bool, got {value!r}")
