@@ -19,7 +19,14 @@ import numpy as np
 
 from . import _backends, _dask
 from ._backends import DispatchContext
-from ._lib._compat import array_device, dtype_name, finfo_eps, is_array, namespace_name
+from ._lib._compat import (
+    array_device,
+    dtype_name,
+    finfo_eps,
+    is_array,
+    is_numpy_namespace,
+    namespace_name,
+)
 from ._lib._validation import (
     as_float_array,
     check_finite,
@@ -32,6 +39,18 @@ from .kernels import Kernel
 __all__ = ["agop", "fact", "kernel_matrix", "kernel_mv", "pairwise_grads", "predictor_grads"]
 
 _CENTERINGS = (None, "per_output", "pooled")
+
+
+def _product(A: Any, B: Any) -> Any:
+    """``A @ B``; NumPy matrices on agop's threads (see ``agop._lib._threads``: a product
+    by NumPy's own multi-threaded BLAS leaves its threads polling for about 0.1 s, which
+    slowed the compiled kernel pass that follows it 1.5-2.5x)."""
+    if isinstance(A, np.ndarray) and isinstance(B, np.ndarray):
+        from ._lib._threads import matmul, own_threads
+
+        with own_threads():
+            return matmul(A, B) if A.ndim == 2 and B.ndim == 2 else A @ B
+    return A @ B
 
 
 @dataclass(frozen=True)
@@ -63,7 +82,7 @@ class FeatureMap:
             return X
         if self.metric == "diag":
             return X * self.S
-        return X @ self.S
+        return _product(X, self.S)
 
     def grads_back(self, G: Any) -> Any:
         """Map transformed-space gradients back: ``g = S g~`` (row form ``g~ S^T``)."""
@@ -71,7 +90,7 @@ class FeatureMap:
             return G
         if self.metric == "diag":
             return G * self.S
-        return G @ self.S.T
+        return _product(G, self.S.T)
 
     def agop_back(self, A: Any, diag: bool) -> Any:
         """Map a transformed-space AGOP back: ``S A S^T`` (or its diagonal)."""
@@ -80,9 +99,10 @@ class FeatureMap:
             return A
         if self.metric == "diag":
             return A * (S * S) if diag else A * (S[:, None] * S[None, :])
+        SA = _product(S, A)
         if diag:  # diag(S A S^T), A symmetric
-            return xp.sum((S @ A) * S, axis=1)
-        B = S @ A @ S.T
+            return xp.sum(SA * S, axis=1)
+        B = _product(SA, S.T)
         return (B + B.T) / 2.0
 
     def fact_back(self, F: Any, diag: bool) -> Any:
@@ -92,8 +112,13 @@ class FeatureMap:
             return F
         if self.metric == "diag":
             return F * self.S if diag else self.S[:, None] * F
-        B = self.S @ F
+        B = _product(self.S, F)
         return self.xp.linalg.diagonal(B) if diag else B
+
+
+#: up to this many features, the eigendecomposition of a NumPy M runs with BLAS on one
+#: thread
+_OWN_THREADS_EIGH_MAX_D = 1024
 
 
 def feature_map(M: Any, d: int, xp: Any, dtype: Any, *, thin: bool = False) -> FeatureMap:
@@ -111,7 +136,14 @@ def feature_map(M: Any, d: int, xp: Any, dtype: Any, *, thin: bool = False) -> F
     every kernel product, kernel matrix and AGOP over the mapped rows works on ``k``
     columns instead of ``d``.
     """
-    metric, Mv, eig = validate_M(M, d, xp, dtype)
+    if is_numpy_namespace(xp) and d <= _OWN_THREADS_EIGH_MAX_D:
+        # (BLAS on one thread: see _product; a small eigh gains little from threads)
+        from ._lib._threads import own_threads
+
+        with own_threads():
+            metric, Mv, eig = validate_M(M, d, xp, dtype)
+    else:
+        metric, Mv, eig = validate_M(M, d, xp, dtype)
     if metric == "identity":
         return FeatureMap(metric, None, xp)
     if metric == "diag":
