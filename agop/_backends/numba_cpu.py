@@ -526,7 +526,7 @@ def _symm_lower_pair(K, v0, v1, bounds, parts):  # pragma: no cover - jitted
             b0, b1 = v0[i + 1], v1[i + 1]
             c0, c1 = v0[i + 2], v1[i + 2]
             d0, d1 = v0[i + 3], v1[i + 3]
-            z = K[i, i] * 0
+            z = K[i, i] * np.float32(0)  # in K's dtype (times an int 0: float64)
             s00, s01, s10, s11, s20, s21, s30, s31 = z, z, z, z, z, z, z, z
             for j in range(i):
                 k0 = K[i, j]
@@ -567,7 +567,7 @@ def _symm_lower_pair(K, v0, v1, bounds, parts):  # pragma: no cover - jitted
             i += 4
         while i < end:  # the last rows of an uneven count, one by one
             a0, a1 = v0[i], v1[i]
-            s00 = K[i, i] * 0
+            s00 = K[i, i] * np.float32(0)
             s01 = s00
             for j in range(i):
                 k1 = K[i, j]
@@ -635,7 +635,7 @@ def _lowrank_expand(U, W, V, out):  # pragma: no cover - jitted
     c = V.shape[1]
     for i in prange(n):
         for l in range(c):
-            s = U[i, 0] * 0
+            s = U[i, 0] * np.float32(0)  # in U's dtype (times an int 0: float64)
             for k in range(r):
                 s += U[i, k] * W[l, k]
             out[i, l] = V[i, l] + s
