@@ -491,3 +491,28 @@ def test_pcg_float32_system_iterates_in_float64():
     A = K.astype(np.float64) + 1e-3 * np.eye(len(X))
     true = np.linalg.norm(Y - A @ coef.astype(np.float64), axis=0) / np.linalg.norm(Y, axis=0)
     assert true.max() <= 3e-5  # the float32 rounding of the solution on top of tol
+
+
+@pytest.mark.parametrize("rank", [50, 200])
+def test_float32_nystrom_preconditioner_stays_positive_definite(rank):
+    """A nearly constant kernel matrix (bandwidth 1e4) and a tiny ridge: (lam_r + mu) /
+    (lam + mu) of the top Nystrom direction, the smallest eigenvalue of P^{-1}, is
+    ~1e-8, below float32 round-off.  The float32 preconditioner's inverse stays positive
+    definite, its smallest eigenvalue at least that of the float64 one or eps32 (with U
+    from one float32 product it was negative, and with a rounded float64 U nearly so)."""
+    from agop.solvers import _nystrom_preconditioner
+
+    X64 = np.random.default_rng(0).normal(size=(1000, 3))
+    k = agop.Laplace(1e4)
+    smallest = {}
+    for dtype in (np.float64, np.float32):
+        X = X64.astype(dtype)
+        K = np.asarray(agop.kernel_matrix(k, X, X), dtype=dtype)
+        P = _nystrom_preconditioner(k, X, 1e-7, rank, np.random.default_rng(0), np, K)
+        A = P(np.eye(len(X), dtype=dtype)).astype(np.float64)
+        w = np.linalg.eigvalsh((A + A.T) / 2)
+        smallest[dtype] = w.min()
+        assert w.max() <= 1.0 + 1e-5
+    eps32 = float(np.finfo(np.float32).eps)
+    assert 0 < smallest[np.float64] < eps32  # the regime this test is about
+    assert smallest[np.float32] >= 0.7 * eps32
