@@ -49,12 +49,16 @@ def test_bench_rfm_reports_the_fastest_of_the_repeats(monkeypatch):
     """With repeats, each library's fastest fit is reported (and repeats < 1 is refused)."""
     import agop.bench.rfm as bench
 
-    times = iter([3.0, 1.0, 2.0])
+    times = iter([3.0, 1.0, 2.0, 1.0, 1.0, 1.0])
     monkeypatch.setattr(bench, "warm_up", lambda *a, **k: None)
     monkeypatch.setattr(bench, "run_agop",
                         lambda p: (next(times), np.zeros_like(p.Y_test)))
+    touched = []
+    monkeypatch.setattr(bench, "touch_memory", touched.append)
     p = synthetic_problem(40, d=3)
-    rows = bench.run([p], threads=1, with_xrfm=False, repeats=3)
+    rows = bench.run([p, synthetic_problem(20, d=3)], threads=1, with_xrfm=False, repeats=3)
     assert rows[0]["agop_s"] == 1.0 and rows[0]["xrfm_s"] is None
+    # once, before any fit: four float32 matrices of the largest n_fit
+    assert touched == [4 * 4 * 40 * 40]
     with pytest.raises(ValueError, match="repeats"):
         bench.run([p], threads=1, with_xrfm=False, repeats=0)

@@ -9,10 +9,13 @@ regression on one-hot targets by both (and scored by argmax accuracy).  The tabl
 fit seconds, the speed-up, and the test error of each.
 
 Each fit runs ``--repeats`` times (default 2), the two libraries taking turns, and the
-table gives each library's fastest run: on this kind of machine the first touch of
-memory a process has not used before costs about 7 ms per MB (5 s for one 12 800 x 12 800
-float32 matrix), so a single run charges that cost to whichever library happens to
-reach a new peak first.
+table gives each library's fastest run.  On a virtual machine the first touch of memory
+the guest has not used before costs the host's allocation too (measured here: 1.8 s for
+one 12 800 x 12 800 float32 matrix, 0.12 s when the same matrix is allocated again), and
+which pages a new allocation gets depends on what ran before: a fit right after the
+other library's fit got fresh memory and ran up to 1 s slower.  So before any fit the
+benchmark touches, once, four times the largest kernel matrix plus 1 GB (then frees it):
+later allocations of either library reuse those pages.
 
 xRFM is optional: ``pip install xrfm torch==2.13.0``; without it only agop runs.
 """
@@ -170,12 +173,22 @@ def warm_up(threads: int, with_xrfm: bool = True) -> None:
         run_xrfm(tiny, threads)
 
 
+def touch_memory(nbytes: int) -> None:
+    """Write ``nbytes`` of new memory once and free it (see the module docstring)."""
+    if nbytes > 0:
+        buf = np.empty(nbytes // 8, dtype=np.float64)
+        buf.fill(1.0)
+        del buf
+
+
 def run(problems: list[Problem], threads: int, with_xrfm: bool = True,
         repeats: int = 2) -> list[dict[str, Any]]:
     """Fit every problem ``repeats`` times with each library (taking turns); each
     library's fastest fit is reported, with the test error of its last fit."""
     if repeats < 1:
         raise ValueError(f"repeats must be >= 1, got {repeats}")
+    n_max = max((p.X_train.shape[0] for p in problems), default=0)
+    touch_memory(4 * 4 * n_max * n_max + (2**30 if n_max >= 4096 else 0))
     warm_up(threads, with_xrfm)
     rows = []
     for p in problems:
