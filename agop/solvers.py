@@ -195,10 +195,8 @@ def _gram(C: Any, xp: Any) -> Any:
     return (G + G.T) / 2.0
 
 
-#: a float32 Nystrom basis takes from a float32 product the columns whose
-#: (lam_r + mu) / (lam + mu) is at least this (see :func:`_nystrom_preconditioner`)
-_U32_MIN_RATIO = 1e-3
-#: and floors (lam_r + mu) / (lam + mu) at this, eps32 (see there)
+#: a float32 Nystrom basis floors (lam_r + mu) / (lam + mu) at this, eps32 (see
+#: :func:`_nystrom_preconditioner`)
 _RATIO_FLOOR_32 = float(np.finfo(np.float32).eps)
 
 #: pivots drawn per block of randomized pivoted Cholesky (:func:`_rpcholesky_factor`)
@@ -420,25 +418,7 @@ def _nystrom_preconditioner(
     R = (W if T is None else T @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :]
     mu = reg if reg > 0 else top * finfo_eps(xp, dtype) * n
     lam_r = float(xp.min(xp.where(positive, lam, top)))
-    if numpy_K and dtype == np.float32:
-        # P^{-1} = I + U diag(scale) U^T, scale = (lam_r + mu) / (lam + mu) - 1 in (-1, 0],
-        # is positive definite while U's columns are orthonormal to well below
-        # 1 + scale, which reaches 4e-7 on the benchmark fit.  A float32 product C U
-        # misses orthonormality by about 6e-7 there (a rounded float64 one by 4e-8), so
-        # only the columns with 1 + scale >= _U32_MIN_RATIO come from float32 copies
-        # of C and R (half the time of the float64 product); the top ones (33 of 500
-        # on the benchmark fit) stay a float64 product.
-        m32 = int(np.count_nonzero(np.asarray(
-            (lam_r + mu) / (lam + mu) >= _U32_MIN_RATIO)))  # lam ascends: the first m32
-        U = scratch("nystrom_U", (n, rank), dtype)
-        if m32:
-            C32 = scratch("nystrom_C32", (rank, n), np.float32)
-            np.copyto(C32, C.T)
-            U[:, :m32] = matmul(C32.T, R[:, :m32].astype(np.float32))
-            del C32
-        if m32 < rank:
-            U[:, m32:] = matmul(C, R[:, m32:])
-    elif numpy_K:
+    if numpy_K:
         U64 = matmul(C, R, out=scratch("nystrom_U64", (n, rank), np.float64))
         U = scratch("nystrom_U", (n, rank), dtype)
         np.copyto(U, U64)
@@ -449,10 +429,13 @@ def _nystrom_preconditioner(
     # P^{-1} v = v + U (scale * U^T v); directions of zero Nystrom eigenvalue are left alone
     ratio = (lam_r + mu) / (lam + mu)
     if dtype == xp.float32:
-        # not below float32 round-off: the top columns of a float32 U are orthonormal
-        # to about 0.3 eps32 (measured), which their 1 + scale, P^{-1}'s smallest
-        # eigenvalues, must exceed for P^{-1} to stay positive definite (under the
-        # floor their preconditioned eigenvalues grow instead, by floor / ratio)
+        # not below float32 round-off: the float32 basis (the float64 one rounded) is
+        # orthonormal to about 0.3 eps32 (measured), which 1 + scale of its top
+        # columns, P^{-1}'s smallest eigenvalues, must exceed for P^{-1} to stay
+        # positive definite (under the floor their preconditioned eigenvalues grow
+        # instead, by floor / ratio).  (A float32 product for U, half the time, kept it
+        # orthonormal to only 6e-7 with RPCholesky landmarks, and to far less with
+        # uniform ones: conjugate gradients diverged.)
         ratio = xp.where(ratio < _RATIO_FLOOR_32, _RATIO_FLOOR_32, ratio)
     scale = xp.astype(xp.where(positive, ratio - 1.0, 0.0), dtype)
 
