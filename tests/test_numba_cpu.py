@@ -375,6 +375,10 @@ def test_float32_weights_from_k_match_float64_log():
     ref = 0.25 * k64 / np.log(k64)
     # (weights below the smallest normal float32 are subnormal: absolute error only)
     np.testing.assert_allclose(W, ref, rtol=5e-6, atol=float(np.finfo(np.float32).tiny))
+    for m in (k.shape[1], k.shape[1] - 1, 1, 2, 3):  # in place (two halves at a time)
+        k2 = k[:, :m].copy()
+        weights_from_k(k2, k2, _LAPLACE, np.float32(0.25))
+        np.testing.assert_array_equal(k2, W[:, :m])
     edge = np.array([[0.0, 1.0, 1e-40]], dtype=np.float32)  # underflow, coincident, subnormal
     weights_from_k(edge, W[:, :3], _LAPLACE, np.float32(0.25))
     np.testing.assert_array_equal(W[0, :3], 0.0)
