@@ -559,7 +559,7 @@ def _symm_lower_pair(K, v0, v1, bounds, parts):  # pragma: no cover - jitted
     Each element ``K[i, j]`` (``j <= i``) is read once and used twice (row ``i`` and,
     by symmetry, row ``j``); rows go in eights so that one pass over ``parts`` serves
     eight rows (with two rows per pass the loop ran at 70 % of the memory bandwidth, with
-    four at 75 %, with eight at 90 %: 16 vector sums and the eight rows' loads still fit
+    four at 75 %, with eight at 95 %: 16 vector sums and the eight rows' loads still fit
     the registers).  Chunks write disjoint ``parts[t]``, summed by the caller.
     """
     for t in prange(bounds.shape[0] - 1):
