@@ -169,8 +169,8 @@ def _weight_from_k32(k, code, inv_L2):  # pragma: no cover - jitted
 
 
 @njit(fastmath=_EXP_FLAGS, cache=True, inline="always")
-def _weight_row_from_k32(K, W, i, code, inv_L2, jend):  # pragma: no cover - jitted
-    if W.shape[0] == 0:  # in place: W is K
+def _weight_row_from_k32(K, W, i, code, inv_L2, jend, inplace):  # pragma: no cover
+    if inplace:  # W is K
         h = jend // 2
         k0, k1 = K[i, :h], K[i, h:2 * h]
         for j in range(h):
@@ -186,19 +186,18 @@ def _weight_row_from_k32(K, W, i, code, inv_L2, jend):  # pragma: no cover - jit
 
 
 @njit(parallel=True, nogil=True, fastmath=_EXP_FLAGS, cache=True)
-def _weight_rows32(K, W, code, inv_L2, lower, r0, r1):  # pragma: no cover - jitted
+def _weight_rows32(K, W, code, inv_L2, lower, inplace, r0, r1):  # pragma: no cover
     """Rows ``r0:r1`` of ``W[i, j] = kappa'(r) / r`` from ``K[i, j] = kappa(r)`` for the
     Laplace kernel (``r = -L log k``, ``w = k / (L^2 log k)``) and the Gaussian
     (``w = -k / L^2``); ``w = 0`` where ``k = 1`` (coincident pairs) or ``k``
-    underflowed.  ``lower``: columns ``j <= i`` only.  An empty ``W`` (0 rows): in
-    place, into ``K``."""
+    underflowed.  ``lower``: columns ``j <= i`` only; ``inplace``: ``W`` is ``K``."""
     m = K.shape[1]
     for i in prange(r0, r1):
         jend = i + 1 if lower else m
         if code == _LAPLACE:  # one copy of the row loop per kernel: branches fold
-            _weight_row_from_k32(K, W, i, _LAPLACE, inv_L2, jend)
+            _weight_row_from_k32(K, W, i, _LAPLACE, inv_L2, jend, inplace)
         else:
-            _weight_row_from_k32(K, W, i, _GAUSSIAN, inv_L2, jend)
+            _weight_row_from_k32(K, W, i, _GAUSSIAN, inv_L2, jend, inplace)
 
 
 @njit(parallel=True, nogil=True, fastmath=FASTMATH, cache=True)
@@ -220,10 +219,9 @@ def weights_from_k(K: np.ndarray, W: np.ndarray, code: int, inv_L2: Any, *,
     """The gradient weights of :func:`_weight_rows32` (float32) or
     :func:`_weight_rows64` (float64) of all rows of ``K`` into ``W`` (which may be
     ``K``), on agop's threads; ``lower``: the lower triangle only."""
-    if K.dtype == np.float32:
-        if W is K:  # (the in-place loop sweeps two halves of each row at once)
-            W = np.empty((0, K.shape[1]), dtype=K.dtype)
-        run_rows(_weight_rows32, K.shape[0], K, W, code, inv_L2, lower, triangle=lower)
+    if K.dtype == np.float32:  # (in place, the loop sweeps two halves of a row at once)
+        run_rows(_weight_rows32, K.shape[0], K, W, code, inv_L2, lower, W is K,
+                 triangle=lower)
     else:
         run_rows(_weight_rows64, K.shape[0], K, W, code, inv_L2, lower, triangle=lower)
 
