@@ -416,8 +416,6 @@ def _nystrom_preconditioner(
     lam = xp.where(positive, lam, 0.0)
     dtype = X.dtype
     R = (W if T is None else T @ W) / xp.sqrt(xp.where(positive, lam, 1.0))[None, :]
-    mu = reg if reg > 0 else top * finfo_eps(xp, dtype) * n
-    lam_r = float(xp.min(xp.where(positive, lam, top)))
     if numpy_K:
         U64 = matmul(C, R, out=scratch("nystrom_U64", (n, rank), np.float64))
         U = scratch("nystrom_U", (n, rank), dtype)
@@ -426,6 +424,8 @@ def _nystrom_preconditioner(
     else:
         U = xp.astype(C @ R, dtype)
     del C
+    mu = reg if reg > 0 else top * finfo_eps(xp, dtype) * n
+    lam_r = float(xp.min(xp.where(positive, lam, top)))
     # P^{-1} v = v + U (scale * U^T v); directions of zero Nystrom eigenvalue are left alone
     ratio = (lam_r + mu) / (lam + mu)
     if dtype == xp.float32:

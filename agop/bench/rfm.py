@@ -15,8 +15,8 @@ before costs the host's allocation too (measured here: 1.8 s for one 12 800 x 12
 float32 matrix, 0.12 s when the same matrix is allocated again), and which pages a new
 allocation gets depends on what ran before: a fit right after the other library's fit
 got fresh memory and ran up to 1 s slower.  So before any fit the benchmark touches,
-once, four times the largest kernel matrix plus 1 GB (then frees it): later
-allocations of either library reuse those pages.
+once, four times the largest kernel matrix (plus 1 GB from n_fit = 4096 up) and frees
+it: later allocations of either library reuse those pages.
 
 xRFM is optional: ``pip install xrfm torch==2.13.0``; without it only agop runs.
 """
